@@ -1,0 +1,40 @@
+# secret-injector: every target installs what it needs (CI runs on a clean clone).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help install run test lint certs check bench soak clean
+
+help:  ## Show this help
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	@rm -f $(VENV)/.installed-*; touch $@
+
+install: $(STAMP)  ## Create the virtualenv with the package, test tools, bao and moto
+
+certs: $(STAMP)  ## Make a development CA and serving certificate under certs/dev/
+	$(BIN)/secret-injector certs --out certs/dev
+
+run: $(STAMP) certs  ## Run the webhook with local OpenBao and moto servers and show an injection
+	$(BIN)/python -m webhook.devrun
+
+test: $(STAMP)  ## Run the whole test suite (starts its own OpenBao and moto servers)
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)  ## ruff and mypy --strict
+	$(BIN)/ruff check webhook tests
+	$(BIN)/ruff format --check webhook tests
+	$(BIN)/mypy webhook
+
+check: lint test  ## What CI runs, and lint
+
+clean:  ## Remove the virtualenv and caches
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache certs/dev

@@ -1,0 +1,134 @@
+"""The admission pipeline: the one place that knows the order of the steps.
+
+    /mutate    parse -> refs -> policy -> verify -> plan SPCs -> patch -> (create SPCs) -> respond
+    /validate  parse -> refs -> policy (on the final pod) -> injected-marker guard -> respond
+
+Policy runs before verification, so a namespace cannot probe secrets it may not use.
+Every step but verification and SPC creation is pure; those two await through the seams
+in `Context` (None when the deployment has no backend or no Kubernetes API).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from webhook import annotations, mutation, policy, providers
+from webhook.errors import PolicyError, WebhookError
+from webhook.refs import PodInjection
+from webhook.review import AdmissionRequest, PatchOp
+from webhook.settings import Settings
+
+Outcome = Literal["skipped", "injected", "allowed", "warned", "denied"]
+Stage = Literal["mutate", "validate"]
+
+
+class Verifier(Protocol):
+    """Checks that references exist (metadata only). See webhook/verification.py."""
+
+    async def verify(self, req: AdmissionRequest, pod: PodInjection) -> list[str]:
+        """Warnings to return; raises SecretNotFoundError / BackendUnavailableError to deny."""
+        ...
+
+
+class SpcStore(Protocol):
+    """Creates SecretProviderClasses if absent. See webhook/kube.py."""
+
+    async def ensure(self, namespace: str, spcs: Sequence[dict[str, Any]]) -> None: ...
+
+
+@dataclass(slots=True)
+class Context:
+    """What one review needs besides the request; built once per app."""
+
+    settings: Settings
+    policy: policy.Policy
+    verifier: Verifier | None = None
+    spc_store: SpcStore | None = None
+
+
+@dataclass(slots=True)
+class Decision:
+    """The answer to one review, and what the audit line reports about it."""
+
+    outcome: Outcome
+    patch: list[PatchOp] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    denial: WebhookError | None = None
+    spcs: list[dict[str, Any]] = field(default_factory=list)
+    references: list[str] = field(default_factory=list)  # scheme:path, never a value
+    violations: list[str] = field(default_factory=list)
+
+    @property
+    def allowed(self) -> bool:
+        return self.denial is None
+
+
+def _skip() -> Decision:
+    return Decision(outcome="skipped")
+
+
+def _deny(error: WebhookError, decision: Decision) -> Decision:
+    decision.outcome = "denied"
+    decision.denial = error
+    decision.patch = []
+    return decision
+
+
+async def admit(req: AdmissionRequest, ctx: Context) -> Decision:
+    """Answer a /mutate review."""
+    if not req.is_pod or req.operation != "CREATE" and req.operation != "UPDATE" or req.is_mirror:
+        return _skip()
+    if req.operation == "UPDATE":
+        return _skip()  # pod specs are immutable where we inject; CREATE is where we act
+    assert req.pod is not None  # parse_review keeps the object of every Pod CREATE
+    decision = Decision(outcome="allowed")
+    try:
+        pod = annotations.parse(req.annotations, ctx.settings)
+        if pod is None:
+            return _skip()
+        decision.references = [str(i.ref) for i in pod.injections]
+        _apply_policy(req, pod, ctx, "mutate", decision)
+        if ctx.verifier is not None:
+            decision.warnings += await ctx.verifier.verify(req, pod)
+        plan = providers.plan(req, pod, ctx.settings)
+        decision.spcs = [spc.body for spc in plan]
+        decision.patch = mutation.build_patch(req.pod, pod, plan, ctx.settings)
+        if decision.patch and ctx.spc_store is not None and not req.dry_run:
+            await ctx.spc_store.ensure(req.namespace, decision.spcs)
+    except WebhookError as error:
+        return _deny(error, decision)
+    decision.outcome = "injected" if decision.patch else "warned" if decision.warnings else "allowed"
+    return decision
+
+
+async def validate(req: AdmissionRequest, ctx: Context) -> Decision:
+    """Answer a /validate review: policy on the final pod, and the injected-marker guard."""
+    if not req.is_pod or req.operation != "CREATE" or req.is_mirror:
+        return _skip()
+    decision = Decision(outcome="allowed")
+    try:
+        pod = annotations.parse(req.annotations, ctx.settings)
+        if pod is None:
+            _apply_policy(req, None, ctx, "validate", decision)
+        else:
+            decision.references = [str(i.ref) for i in pod.injections]
+            _apply_policy(req, pod, ctx, "validate", decision)
+            annotations.check_injected(req.annotations, ctx.settings)
+    except WebhookError as error:
+        return _deny(error, decision)
+    decision.outcome = "warned" if decision.warnings else "allowed"
+    return decision
+
+
+def _apply_policy(
+    req: AdmissionRequest, pod: PodInjection | None, ctx: Context, stage: Stage, decision: Decision
+) -> None:
+    """Run the policy; warnings join the decision, denials raise one PolicyError."""
+    violations = policy.check(req, pod, ctx.policy, stage)
+    decision.violations = [v.line for v in violations]
+    decision.warnings += [v.line for v in violations if v.action == "warn"]
+    denials = [v.line for v in violations if v.action == "deny"]
+    if denials:
+        raise PolicyError(denials)
