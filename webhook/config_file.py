@@ -133,8 +133,10 @@ def convert(hint: Any, doc: Document, value: Any, path: _KeyPath) -> Any:
                 return convert(option, doc, value, path)
             except ConfigError as exc:
                 problems.append(str(exc))
-        raise ConfigError(problems[0]) if len(problems) == 1 else doc.error(
-            path, f"has the wrong type ({_kind(value)})"
+        raise (
+            ConfigError(problems[0])
+            if len(problems) == 1
+            else doc.error(path, f"has the wrong type ({_kind(value)})")
         )
     if origin is typing.Literal:
         allowed = get_args(hint)
@@ -146,9 +148,7 @@ def convert(hint: Any, doc: Document, value: Any, path: _KeyPath) -> Any:
         if not isinstance(value, list):
             raise doc.error(path, f"must be a list, got {_kind(value)}")
         (item_hint, _ellipsis) = get_args(hint)
-        return tuple(
-            convert(item_hint, doc, item, (*path, str(i))) for i, item in enumerate(value)
-        )
+        return tuple(convert(item_hint, doc, item, (*path, str(i))) for i, item in enumerate(value))
     if origin is dict:
         if not isinstance(value, dict):
             raise doc.error(path, f"must be a mapping, got {_kind(value)}")

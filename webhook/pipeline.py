@@ -78,10 +78,9 @@ def _deny(error: WebhookError, decision: Decision) -> Decision:
 
 async def admit(req: AdmissionRequest, ctx: Context) -> Decision:
     """Answer a /mutate review."""
-    if not req.is_pod or req.operation != "CREATE" and req.operation != "UPDATE" or req.is_mirror:
+    # A pod's volumes and env are immutable after creation: CREATE is where we act.
+    if not req.is_pod or req.operation != "CREATE" or req.is_mirror:
         return _skip()
-    if req.operation == "UPDATE":
-        return _skip()  # pod specs are immutable where we inject; CREATE is where we act
     assert req.pod is not None  # parse_review keeps the object of every Pod CREATE
     decision = Decision(outcome="allowed")
     try:
@@ -99,7 +98,10 @@ async def admit(req: AdmissionRequest, ctx: Context) -> Decision:
             await ctx.spc_store.ensure(req.namespace, decision.spcs)
     except WebhookError as error:
         return _deny(error, decision)
-    decision.outcome = "injected" if decision.patch else "warned" if decision.warnings else "allowed"
+    if decision.patch:
+        decision.outcome = "injected"
+    else:
+        decision.outcome = "warned" if decision.warnings else "allowed"
     return decision
 
 

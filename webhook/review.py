@@ -156,7 +156,8 @@ def _check_pod_shape(pod: RawPod) -> None:
             raise ReviewError(f"request.object.spec.{list_field} must be a list of objects")
         for index, item in enumerate(items):
             if not isinstance(item.get("name"), str):
-                raise ReviewError(f"request.object.spec.{list_field}[{index}].name must be a string")
+                where = f"request.object.spec.{list_field}[{index}].name"
+                raise ReviewError(f"{where} must be a string")
             for sub in ("env", "volumeMounts", "envFrom"):
                 value = item.get(sub)
                 if value is not None and (
