@@ -77,7 +77,7 @@ def test_parse_review_delete_needs_no_object() -> None:
             id="spec-list",
         ),
         pytest.param(
-            review({"object": {"metadata": {}, "spec": {"containers": [{"name": "a", "env": {}}]}}}),
+            review({"object": {"spec": {"containers": [{"name": "a", "env": {}}]}}}),
             "request.object.spec.containers[0].env must be a list of objects",
             id="env-mapping",
         ),

@@ -14,7 +14,10 @@ listen: {address: 0.0.0.0, port: 8443, metricsPort: 9090}
 tls: {certFile: /etc/secret-injector/tls/tls.crt, keyFile: /etc/secret-injector/tls/tls.key}
 annotationPrefix: secret-injector.io
 providers:
-  vault: {address: "https://vault.vault:8200", authMountPath: kubernetes, defaultRole: "{namespace}"}
+  vault:
+    address: "https://vault.vault:8200"
+    authMountPath: kubernetes
+    defaultRole: "{namespace}"
   aws: {region: us-east-1}
 verify: {mode: warn, timeoutSeconds: 1, cacheTTLSeconds: 60, onBackendError: warn}
 policyFile: /etc/secret-injector/policy.yaml
@@ -48,7 +51,11 @@ def test_settings_empty_file_gives_defaults(tmp_path: Path) -> None:
 
 
 def test_settings_environment_fills_unset_backend_values(tmp_path: Path) -> None:
-    env = {"VAULT_ADDR": "http://127.0.0.1:8200", "VAULT_CACERT": "/ca.pem", "AWS_REGION": "eu-west-1"}
+    env = {
+        "VAULT_ADDR": "http://127.0.0.1:8200",
+        "VAULT_CACERT": "/ca.pem",
+        "AWS_REGION": "eu-west-1",
+    }
     settings = Settings.load(write(tmp_path, "listen: {port: 9443}\n"), env=env)
     assert settings.providers.vault.address == "http://127.0.0.1:8200"
     assert settings.providers.vault.ca_cert == "/ca.pem"
