@@ -134,7 +134,7 @@ def _volume_ops(
             conflicts.append(_volume_conflict(found, spc))
     if not new:
         return []
-    if not volumes:
+    if not isinstance(spec.get("volumes"), list):  # absent or null: create it
         return [{"op": "add", "path": "/spec/volumes", "value": new}]
     return [{"op": "add", "path": "/spec/volumes/-", "value": volume} for volume in new]
 
@@ -173,7 +173,7 @@ def _mount_ops(
         conflicts += clashes
         if not clashes:
             new.append(mount_for(spc))
-    return _append(receiver, "volumeMounts", mounts, new)
+    return _append(receiver, "volumeMounts", new)
 
 
 def _is_our_mount(mount: Mapping[str, Any], spc: SpcPlan) -> bool:
@@ -226,7 +226,7 @@ def _env_ops(receiver: _Container, plan: Sequence[SpcPlan], conflicts: list[str]
                     f'{receiver.label} already has env var "{var}" (remove it or choose '
                     "another name in the env. annotation; secret-injector never overwrites one)"
                 )
-    return _append(receiver, "env", env, new)
+    return _append(receiver, "env", new)
 
 
 def _is_our_env(var: Mapping[str, Any], spc: SpcPlan, key: str) -> bool:
@@ -254,14 +254,12 @@ def _marker_ops(pod: RawPod, settings: Settings) -> list[PatchOp]:
     return [{"op": "add", "path": pointer("metadata", "annotations", key), "value": INJECTED}]
 
 
-def _append(
-    receiver: _Container, name: str, current: list[dict[str, Any]], new: list[dict[str, Any]]
-) -> list[PatchOp]:
-    """Ops that append `new` to the container's `name` list, creating it when absent."""
+def _append(receiver: _Container, name: str, new: list[dict[str, Any]]) -> list[PatchOp]:
+    """Ops that append `new` to the container's `name` list, creating it when absent or null."""
     if not new:
         return []
     base = pointer("spec", receiver.field, receiver.index, name)
-    if not current:
+    if not isinstance(receiver.body.get(name), list):
         return [{"op": "add", "path": base, "value": new}]
     return [{"op": "add", "path": base + "/-", "value": item} for item in new]
 
