@@ -158,7 +158,7 @@ def write_dev_certs(
     files = CertFiles.under(out)
     Path(out).mkdir(parents=True, exist_ok=True)
     names = service_names(service, namespace)
-    ca = None if force else _read_authority(files)
+    ca = None if force else read_authority(files)
     if ca is not None and not force and _is_current(files, ca, names):
         return files, False
     if ca is None:
@@ -196,7 +196,7 @@ def write_pem(path: Path, data: bytes, *, private: bool = False) -> None:
         raise
 
 
-def _read_authority(files: CertFiles) -> Authority | None:
+def read_authority(files: CertFiles) -> Authority | None:
     try:
         cert = x509.load_pem_x509_certificate(files.ca_cert.read_bytes())
         key = serialization.load_pem_private_key(files.ca_key.read_bytes(), password=None)

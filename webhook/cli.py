@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import sys
 from collections.abc import Coroutine, Sequence
@@ -17,10 +18,12 @@ from typing import Any, TextIO
 import orjson
 import yaml
 
-from webhook import __version__, app, certs, logs, pipeline, review, workload
+from webhook import __version__, app, certs, handlers, logs, pipeline, review, workload
 from webhook.errors import ConfigError, ReviewError
 from webhook.metrics import Metrics
 from webhook.settings import Settings
+
+log = logging.getLogger("secret_injector.cli")
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -163,7 +166,8 @@ def _explain(file: str, namespace: str | None, config: str | None, out: TextIO, 
         print(f"secret-injector: {exc}", file=err)
         return EXIT_USAGE
     # stdout is the YAML stream: logs go to stderr, and only problems unless asked for debug.
-    logs.configure("debug" if settings.logging.level == "debug" else "warning", err)
+    level: logs.Level = "debug" if settings.logging.level == "debug" else "warning"
+    logs.configure(level, err, structured=False)
     report = _run(_explain_documents(documents, namespace, settings, err))
     assert isinstance(report, Explained)
     if report.objects or report.spcs:
@@ -239,20 +243,34 @@ async def _explain_one(
         return None
     user = "secret-injector-explain"
     req = review.parse_review(orjson.dumps(workload.admission_review(pod, namespace, user)))
-    decision = await pipeline.admit(req, ctx)
+    decision = await _decide(pipeline.admit, req, ctx)
     if decision.denial is not None:
         return decision, document
     patched_pod = workload.apply_patch(pod, decision.patch)
     final = review.parse_review(
         orjson.dumps(workload.admission_review(patched_pod, namespace, user))
     )
-    checked = await pipeline.validate(final, ctx)
+    checked = await _decide(pipeline.validate, final, ctx)
     decision.warnings += [w for w in checked.warnings if w not in decision.warnings]
     if checked.denial is not None:
         decision.denial = checked.denial
         decision.outcome = "denied"
         return decision, document
     return decision, workload.apply_patch(document, decision.patch)
+
+
+async def _decide(
+    step: handlers.Step, req: review.AdmissionRequest, ctx: pipeline.Context
+) -> pipeline.Decision:
+    """As `serve` answers: an internal bug denies with code 500 and logs the traceback."""
+    try:
+        return await step(req, ctx)
+    except Exception:
+        log.exception("internal error while explaining", extra={"pod": req.name})
+        error = handlers.InternalError(
+            "secret-injector internal error (the traceback is logged above); please report it"
+        )
+        return pipeline.Decision(outcome="denied", denial=error)
 
 
 def _namespace_of(document: dict[str, Any]) -> str:

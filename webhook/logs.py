@@ -53,10 +53,29 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(entry, default=str).decode()
 
 
-def configure(level: Level = "info", stream: TextIO | None = None) -> None:
-    """Send every log record (ours, aiohttp's, the SDKs', warnings) as JSON to `stream`."""
+class TextFormatter(logging.Formatter):
+    """`secret-injector: warning: msg (key=value ...)` for commands a person reads."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        extra = " ".join(
+            f"{key}={value}"
+            for key, value in record.__dict__.items()
+            if key not in _RECORD_FIELDS and not key.startswith("_")
+        )
+        text = f"secret-injector: {record.levelname.lower()}: {record.getMessage()}"
+        text += f" ({extra})" if extra else ""
+        if record.exc_info and record.exc_info[0] is not None:
+            text += "\n" + "".join(traceback.format_exception(*record.exc_info)).rstrip()
+        return text
+
+
+def configure(
+    level: Level = "info", stream: TextIO | None = None, *, structured: bool = True
+) -> None:
+    """Send every log record (ours, aiohttp's, the SDKs', warnings) to `stream`: JSON
+    lines, or plain text when `structured` is false (for `explain` and the like)."""
     handler = logging.StreamHandler(sys.stdout if stream is None else stream)
-    handler.setFormatter(JsonFormatter())
+    handler.setFormatter(JsonFormatter() if structured else TextFormatter())
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
