@@ -294,15 +294,30 @@ def _merge_list(current: list[Any], patch: list[Any], key: str, keys: dict[str, 
 # ---------------------------------------------------------------------------- the server
 
 
+_REASONS = {
+    400: "BadRequest",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "NotFound",
+    409: "Conflict",
+    422: "Invalid",
+    429: "TooManyRequests",
+    500: "InternalError",
+    503: "ServiceUnavailable",
+    504: "Timeout",
+}
+
+
 @dataclass(slots=True)
 class Fault:
-    """Answer `status` (or hang `seconds`) to the next `times` requests matching."""
+    """Answer `status` to, hang `seconds`, or hold at a barrier the next `times` requests."""
 
     path: re.Pattern[str]
     method: str | None
     times: int
     status: int | None = None
     seconds: float = 0.0
+    barrier: asyncio.Barrier | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -338,6 +353,11 @@ class FakeKube:
     def hang(self, path: str, seconds: float, times: int = 1, method: str | None = None) -> None:
         """The next `times` matching requests wait `seconds` (or until close) first."""
         self.faults.append(Fault(re.compile(path), method, times, seconds=seconds))
+
+    def hold(self, path: str, times: int, method: str | None = None) -> None:
+        """The next `times` matching requests wait until all of them have arrived, then go on
+        in arrival order: a deterministic race (e.g. two replicas creating the same Secret)."""
+        self.faults.append(Fault(re.compile(path), method, times, barrier=asyncio.Barrier(times)))
 
     def count(self, method: str | None = None, path: str = "") -> int:
         """How many requests were served with this method and a path matching regex `path`."""
@@ -398,6 +418,9 @@ class FakeKube:
     async def close(self) -> None:
         if self._closing is not None:
             self._closing.set()  # releases hanging requests at once
+        for fault in self.faults:
+            if fault.barrier is not None:
+                await fault.barrier.abort()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -444,8 +467,12 @@ class FakeKube:
                 continue
             fault.times -= 1
             if fault.status is not None:
-                reason = "InternalError" if fault.status >= 500 else "InjectedFault"
-                raise ApiError(fault.status, reason, f"injected fault ({fault.status})")
+                reason = _REASONS.get(fault.status, "InternalError")
+                raise ApiError(fault.status, reason, f"injected fault ({fault.status})", {})
+            if fault.barrier is not None:
+                with contextlib.suppress(asyncio.BrokenBarrierError):
+                    await fault.barrier.wait()
+                return
             assert self._closing is not None
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._closing.wait(), fault.seconds)

@@ -136,7 +136,9 @@ class KubeApi:
             raise StatusError(exc.status, *_status_text(exc)) from None
         except urllib3.exceptions.HTTPError as exc:
             cause = exc.reason if isinstance(exc, urllib3.exceptions.MaxRetryError) else exc
-            if isinstance(cause, urllib3.exceptions.TimeoutError):
+            # urllib3's NewConnectionError (refused, no route) is also a ConnectTimeoutError.
+            refused = isinstance(cause, urllib3.exceptions.NewConnectionError)
+            if isinstance(cause, urllib3.exceptions.TimeoutError) and not refused:
                 problem = f"did not answer within {self.timeout:g}s (kubernetes.timeoutSeconds)"
             else:
                 problem = f"is unreachable ({type(cause).__name__})"
