@@ -68,12 +68,13 @@ def _wait_http(
     ok: Callable[[int], bool],
     ca_file: Path | None = None,
 ) -> None:
-    context = ssl.create_default_context(cafile=str(ca_file)) if ca_file else None
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"{url} server exited early:\n{log.read_text(errors='replace')}")
         try:
+            # The server writes its CA at start-up: load it on every try.
+            context = ssl.create_default_context(cafile=str(ca_file)) if ca_file else None
             with urllib.request.urlopen(url, timeout=1, context=context) as response:
                 if ok(response.status):
                     return
@@ -120,7 +121,7 @@ class BaoServer:
 
     def start(self) -> None:
         """Start (or start again, on the same port, with empty storage)."""
-        self.workdir.mkdir(parents=True, exist_ok=True)
+        (self.workdir / "tls").mkdir(parents=True, exist_ok=True)
         config = self.workdir / "audit.hcl"
         # Audit devices are declared in config: OpenBao refuses to enable them over the API.
         config.write_text(
@@ -163,15 +164,13 @@ class BaoServer:
         self.stop()
         self.start()
 
-    def client(self, token: str = ROOT_TOKEN) -> Any:
+    def client(self, token: str = ROOT_TOKEN, namespace: str | None = None) -> Any:
         """An hvac client (root token by default) for seeding and configuring."""
         import hvac
 
+        verify = str(self.ca_file) if self.ca_file else True
         return hvac.Client(
-            url=self.address,
-            token=token,
-            timeout=10,
-            verify=str(self.ca_file) if self.ca_file else True,
+            url=self.address, token=token, timeout=10, verify=verify, namespace=namespace
         )
 
     def audited_paths(self) -> list[tuple[str, str]]:
@@ -425,6 +424,38 @@ def make_tls(directory: Path, host: str = "127.0.0.1") -> tuple[Path, Path, Path
         )
     )
     return paths
+
+
+def make_service_account_jwt(namespace: str, name: str, uid: str) -> str:
+    """A service-account JWT shaped like the kubelet's (ES256, signed by a throwaway key).
+
+    Vault's kubernetes auth reads the claims and lets the TokenReview API vouch for the
+    token, so the key does not need to be known to anyone.
+    """
+    import base64
+
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+    def encode(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+    now = int(time.time())
+    header = {"alg": "ES256", "typ": "JWT", "kid": "test"}
+    claims = {
+        "iss": "kubernetes/serviceaccount",
+        "sub": f"system:serviceaccount:{namespace}:{name}",
+        "kubernetes.io/serviceaccount/namespace": namespace,
+        "kubernetes.io/serviceaccount/service-account.name": name,
+        "kubernetes.io/serviceaccount/service-account.uid": uid,
+        "iat": now,
+        "exp": now + 3600,
+    }
+    signing_input = f"{encode(json.dumps(header).encode())}.{encode(json.dumps(claims).encode())}"
+    key = ec.generate_private_key(ec.SECP256R1())
+    r, s = decode_dss_signature(key.sign(signing_input.encode(), ec.ECDSA(hashes.SHA256())))
+    return f"{signing_input}.{encode(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}"
 
 
 class TokenReviewServer:

@@ -200,13 +200,11 @@ class VaultBackend:
             listing = self._authenticated(lambda: self._get("sys/mounts"))
         except hvac.exceptions.Forbidden:
             raise BackendError(
-                "refused the webhook's identity (permission denied on this path)", "refused"
+                "refused the webhook's identity (permission denied)", "refused"
             ) from None
         mounts = (listing or {}).get("data") or {}
         if any(path.startswith(mount_path) for mount_path in mounts):
-            raise BackendError(
-                "refused the webhook's identity (permission denied on this path)", "refused"
-            )
+            raise BackendError("refused the webhook's identity (permission denied)", "refused")
         return None
 
     # -- requests -------------------------------------------------------------------------
@@ -217,7 +215,7 @@ class VaultBackend:
             body = self._authenticated(lambda: self._get(path))
         except hvac.exceptions.Forbidden:
             raise BackendError(
-                "refused the webhook's identity (permission denied on this path)", "refused"
+                "refused the webhook's identity (permission denied)", "refused"
             ) from None
         if body is None:
             return None
@@ -230,7 +228,7 @@ class VaultBackend:
             body = self._authenticated(lambda: self._request("list", path))
         except hvac.exceptions.Forbidden:
             raise BackendError(
-                "refused the webhook's identity (permission denied on this path)", "refused"
+                "refused the webhook's identity (permission denied)", "refused"
             ) from None
         if body is None:
             return None
