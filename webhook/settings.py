@@ -131,6 +131,8 @@ class Verify:
     # Circuit breaker: this many consecutive failures open it for resetSeconds.
     breaker_failures: int = 5
     breaker_reset_seconds: float = 10.0
+    # Backend calls in flight at once (each blocks a thread); more wait within the deadline.
+    max_concurrent_calls: int = 16
 
     def __post_init__(self) -> None:
         if not 0 < self.timeout_seconds <= 10:
@@ -139,6 +141,12 @@ class Verify:
             raise ValueError("cache TTLs must not be negative")
         if self.cache_max_entries < 1:
             raise ValueError("cacheMaxEntries must be at least 1")
+        if self.breaker_failures < 1:
+            raise ValueError("breakerFailures must be at least 1")
+        if self.breaker_reset_seconds <= 0:
+            raise ValueError("breakerResetSeconds must be positive")
+        if self.max_concurrent_calls < 1:
+            raise ValueError("maxConcurrentCalls must be at least 1")
 
 
 @dataclass(frozen=True, slots=True)
