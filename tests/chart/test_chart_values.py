@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -44,8 +45,8 @@ def test_values_schema_rejects_unknown_keys_at_every_level() -> None:
 
 def value_paths(
     node: yaml.Node, schema: dict[str, Any], path: str = ""
-) -> Iterator[tuple[str, int]]:
-    """(path, line) of every values.yaml key the schema defines, recursively."""
+) -> Iterator[tuple[str, int, bool]]:
+    """(path, line, is a group) of every values.yaml key the schema defines, recursively."""
     if not isinstance(node, yaml.MappingNode):
         return
     for key_node, value_node in node.value:
@@ -53,22 +54,47 @@ def value_paths(
         child = schema.get("properties", {}).get(key)
         if child is None:
             continue
-        if "$ref" in child:
-            child = SCHEMA["definitions"][child["$ref"].rsplit("/", 1)[1]]
-        yield f"{path}{key}", key_node.start_mark.line
-        if not str(child.get("$comment", "")).startswith("Kubernetes "):
+        child = resolve(child)
+        group = "properties" in child and not is_kubernetes_type(child)
+        yield f"{path}{key}", key_node.start_mark.line, group
+        if group:
             yield from value_paths(value_node, child, f"{path}{key}.")
 
 
-def test_values_every_value_has_a_comment_above_it() -> None:
-    text = (CHART_DIR / "values.yaml").read_text()
-    lines = text.splitlines()
-    root = yaml.compose(text)
+def resolve(schema: dict[str, Any]) -> dict[str, Any]:
+    """Follow a `$ref` (possibly wrapped in allOf to carry a description) to its definition."""
+    if "allOf" in schema:
+        return resolve(schema["allOf"][0])
+    if "$ref" in schema:
+        definition: dict[str, Any] = SCHEMA["definitions"][schema["$ref"].rsplit("/", 1)[1]]
+        return definition
+    return schema
+
+
+def is_kubernetes_type(schema: dict[str, Any]) -> bool:
+    return str(schema.get("$comment", "")).startswith("Kubernetes ")
+
+
+def documented_values() -> list[tuple[str, int, bool]]:
+    root = yaml.compose((CHART_DIR / "values.yaml").read_text())
     assert root is not None
-    paths = list(value_paths(root, SCHEMA))
+    return list(value_paths(root, SCHEMA))
+
+
+def test_values_every_value_has_a_comment_above_it() -> None:
+    lines = (CHART_DIR / "values.yaml").read_text().splitlines()
+    paths = documented_values()
     assert len(paths) > 100
-    for path, line in paths:
+    for path, line, _ in paths:
         assert lines[line - 1].strip().startswith("#"), f"values.yaml:{line + 1}: {path}"
+
+
+def test_values_every_value_is_in_the_readme_table() -> None:
+    readme = (CHART_DIR / "README.md").read_text()
+    rows = set(re.findall(r"^\| `([^`]+)` \|", readme, re.MULTILINE))
+    leaves = {path for path, _, group in documented_values() if not group}
+    assert leaves - rows == set(), "values missing from README.md"
+    assert rows - leaves == set(), "README.md documents values that do not exist"
 
 
 def test_values_and_schema_define_the_same_keys() -> None:
