@@ -113,7 +113,7 @@ VALUE_SETS: dict[str, Obj] = {
         },
         "vaultFiles": {"credentialsSecret": "vault-token"},
     },
-    "custom-prefix": {"config": {"annotationPrefix": "secrets.example.com"}},
+    "custom-prefix": {"config": {"annotationPrefix": "secrets.example.com/"}},
     "fail-closed-mutating": {"webhooks": {"mutating": {"failurePolicy": "Fail"}}},
 }
 
