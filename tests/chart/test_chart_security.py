@@ -143,20 +143,26 @@ def test_security_webhook_configurations_patched_by_name_only(values: dict[str, 
 @pytest.mark.parametrize(
     ("values", "verbs"),
     [
-        pytest.param({}, {"create", "get", "list", "delete"}, id="managed"),
+        # Created if absent, then patched with an ownerReference: the garbage collector
+        # deletes them, so neither list nor delete.
+        pytest.param({}, {"create", "get", "patch"}, id="managed"),
         pytest.param(VALUE_SETS["vault-token-no-spc"], set(), id="unmanaged"),
     ],
 )
 def test_security_secret_provider_class_access_follows_config(
     values: dict[str, Any], verbs: set[str]
 ) -> None:
+    rendered = render(values)
     granted = {
         verb
-        for _, rule in rules(render(values))
+        for _, rule in rules(rendered)
         if "secretproviderclasses" in rule.get("resources", [])
         for verb in rule["verbs"]
     }
     assert granted == verbs
+    # Nothing left to grant cluster-wide: no ClusterRole at all.
+    assert bool(rendered.of_kind("ClusterRole")) == bool(verbs)
+    assert bool(rendered.of_kind("ClusterRoleBinding")) == bool(verbs)
 
 
 @pytest.mark.parametrize(

@@ -185,3 +185,10 @@ true
 {{- define "secret-injector.tlsDir" -}}/etc/secret-injector/tls{{- end -}}
 {{- define "secret-injector.vaultCaDir" -}}/etc/secret-injector/vault-ca{{- end -}}
 {{- define "secret-injector.vaultCredentialsDir" -}}/etc/secret-injector/vault-credentials{{- end -}}
+
+{{/* True when the webhook needs cluster-wide permissions (else no ClusterRole at all). */}}
+{{- define "secret-injector.needsClusterRole" -}}
+{{- if or .Values.config.kubernetes.manageSecretProviderClasses (eq .Values.tls.mode "selfManaged") -}}
+true
+{{- end -}}
+{{- end -}}
