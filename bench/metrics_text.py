@@ -43,3 +43,21 @@ def delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]
     """What changed between two scrapes (zero changes left out)."""
     changed = {key: after[key] - before.get(key, 0.0) for key in after}
     return {key: value for key, value in sorted(changed.items()) if value}
+
+
+def gauge(port: int | None, name: str) -> float | None:
+    """The value of an unlabelled gauge, or None when it cannot be read."""
+    if port is None:
+        return None
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.request("GET", "/metrics")
+        text = conn.getresponse().read().decode()
+    except OSError:
+        return None
+    finally:
+        conn.close()
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return None

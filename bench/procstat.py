@@ -33,3 +33,13 @@ def sample(pid: int) -> Sample:
     values = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
     rss_kib = int(values["VmRSS"].split()[0])
     return Sample(cpu_s=cpu, rss_bytes=rss_kib * 1024, fds=fds, threads=int(values["Threads"]))
+
+
+def cpu_busy_s(cpu: int) -> float:
+    """Seconds CPU `cpu` has spent busy since boot, whoever ran on it (/proc/stat)."""
+    for line in Path("/proc/stat").read_text().splitlines():
+        if line.startswith(f"cpu{cpu} "):
+            ticks = [int(v) for v in line.split()[1:]]
+            idle = ticks[3] + ticks[4]  # idle + iowait
+            return (sum(ticks[:8]) - idle) / _TICKS  # guest time is already in user
+    raise ValueError(f"no cpu{cpu} in /proc/stat")

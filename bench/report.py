@@ -81,6 +81,18 @@ def _ms(case: Mapping[str, Any] | None, key: str) -> str:
     return f"{case['latency_ms'][key]:.2f}" if case else "-"
 
 
+def _contention(result: Mapping[str, Any]) -> str:
+    shares = sorted(c.get("foreign_cpu0_pct", 0.0) for c in result["cases"])
+    if not shares:
+        return ""
+    median = shares[len(shares) // 2]
+    return (
+        f"Other processes on the servers' CPU during the cases: median {median:.0f} %, "
+        f"max {shares[-1]:.0f} % of the CPU (0 on an idle machine; high values make a "
+        "case noisy)."
+    )
+
+
 def markdown(result: Mapping[str, Any]) -> str:
     meta = result["meta"]
     sizes = meta.get("body_bytes", {})
@@ -96,6 +108,8 @@ def markdown(result: Mapping[str, Any]) -> str:
             for name in sizes
             if name in ("small", "typical", "large", "skip")
         ),
+        "",
+        _contention(result),
         "",
     ]
     header = [

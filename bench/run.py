@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import backends, bodies, certs, check, metrics_text, processes, procstat, report, wrk
-from bench.targets import Server, has_webhook, start_floor, start_webhook
+from bench.targets import SERVER_CPU, Server, has_webhook, start_floor, start_webhook
 
 LOAD_CPU = "1"
 RSS_REVIEWS = 100_000
@@ -94,10 +94,13 @@ class Bench:
         """One wrk run of a fixed body; CPU per review from /proc around it."""
         script = self.workdir / f"{body}.lua"
         cmd = wrk.command(server.url, script, connections=connections, duration_s=duration_s)
-        before = procstat.sample(server.pid)
+        before, busy_before = procstat.sample(server.pid), procstat.cpu_busy_s(int(SERVER_CPU))
         result = wrk.run(cmd, duration_s)
-        after = procstat.sample(server.pid)
+        after, busy_after = procstat.sample(server.pid), procstat.cpu_busy_s(int(SERVER_CPU))
         server.served += result.requests
+        # Whatever else ran on the server's CPU meanwhile (other processes on this
+        # machine): a run with much of it is not a clean measurement.
+        foreign = (busy_after - busy_before) - (after.cpu_s - before.cpu_s)
         if result.error_count:
             raise RuntimeError(f"{server.name} {body} c={connections}: wrk errors {result.errors}")
         cpu_us = (after.cpu_s - before.cpu_s) / max(1, result.requests) * 1e6
@@ -108,6 +111,7 @@ class Bench:
             **result.to_json(),
             "cpu_us_per_review": round(cpu_us, 1),
             "rss_mib": round(after.rss_bytes / 2**20, 1),
+            "foreign_cpu0_pct": round(max(0.0, foreign) / result.duration_s * 100, 1),
         }
 
     def measure(self, servers: list[Server], body: str, connections: int) -> None:
@@ -122,7 +126,8 @@ class Bench:
                     f"  {server.name:8} {body:8} c={connections:<3} {case['rate']:>9,.0f} req/s"
                     f"  p50 {case['latency_ms']['p50']:.2f} ms"
                     f"  p99 {case['latency_ms']['p99']:.2f} ms"
-                    f"  {case['cpu_us_per_review']:.0f} µs CPU/review",
+                    f"  {case['cpu_us_per_review']:.0f} µs CPU/review"
+                    f"  (others on CPU 0: {case['foreign_cpu0_pct']:.0f} %)",
                     flush=True,
                 )
                 time.sleep(0.3)
