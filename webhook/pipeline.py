@@ -8,7 +8,6 @@ Every step but verification and SPC creation is pure; those two await through th
 in `Context` (None when the deployment has no backend or no Kubernetes API).
 """
 
-
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
