@@ -99,17 +99,20 @@ def rotating_script(
     each thread takes a number in setup); the OpenBao seed must hold them.
     """
     lines = [_HEAD % {"counting": "true"}, _COUNT]
+    # Requests are formatted in init(): wrk sets the Host header just before calling it.
     lines.append("local requests = {}")
+    lines.append("local head, tail")
+    lines.append("function init(args)")
     for path, weight in bodies:
-        lines.append(f'local r = wrk.format(nil, nil, nil, slurp("{_lua_path(path)}"))')
-        lines.append(f"for _ = 1, {weight} do requests[#requests + 1] = r end")
-    lines.append("local cycle = #requests")
+        lines.append(f'  local r = wrk.format(nil, nil, nil, slurp("{_lua_path(path)}"))')
+        lines.append(f"  for _ = 1, {weight} do requests[#requests + 1] = r end")
     if cold is not None and cold_weight > 0:
-        lines.append(f'local template = slurp("{_lua_path(cold)}")')
-        lines.append(f'local at = assert(string.find(template, "{cold_marker}", 1, true))')
-        lines.append("local head = string.sub(template, 1, at - 1)")
-        lines.append(f"local tail = string.sub(template, at + {len(cold_marker)})")
-        lines.append(f"for _ = 1, {cold_weight} do requests[#requests + 1] = false end")
+        lines.append(f'  local template = slurp("{_lua_path(cold)}")')
+        lines.append(f'  local at = assert(string.find(template, "{cold_marker}", 1, true))')
+        lines.append("  head = string.sub(template, 1, at - 1)")
+        lines.append(f"  tail = string.sub(template, at + {len(cold_marker)})")
+        lines.append(f"  for _ = 1, {cold_weight} do requests[#requests + 1] = false end")
+    lines.append("end")
     lines.append(
         r"""
 local index = 0
