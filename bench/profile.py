@@ -37,21 +37,23 @@ def parse_collapsed(lines: Iterable[str]) -> list[tuple[list[str], int]]:
         if not line:
             continue
         frames, _, count = line.rpartition(" ")
+        if not count.isdigit() or not frames:
+            continue  # py-spy splits a frame whose name holds a newline: not ours
         stacks.append(([_LINE.sub(")", f) for f in frames.split(";")], int(count)))
     return stacks
 
 
 def module_of(frame: str) -> str:
     """A coarse owner of a frame: `webhook/x.py`, a library name, or the file."""
-    match = re.search(r"\((.*)\)$", frame)
+    match = re.search(r"\(([^()]*)\)$", frame)
     path = match.group(1) if match else frame
-    if "/webhook/" in path:
-        return "webhook/" + path.rsplit("/webhook/", 1)[1]
+    if path.startswith("webhook/") or "/webhook/" in path:
+        return "webhook/" + path.rsplit("webhook/", 1)[1]
     if "site-packages/" in path:
-        return path.rsplit("site-packages/", 1)[1].split("/", 1)[0]
-    if "/lib/python3" in path:
-        return "stdlib/" + path.rsplit("/", 1)[1]
-    return path
+        path = path.rsplit("site-packages/", 1)[1]
+    # py-spy shortens paths to the package: `aiohttp/web_protocol.py`, `asyncio/events.py`.
+    head, _, rest = path.partition("/")
+    return head if rest else path
 
 
 def top(stacks: list[tuple[list[str], int]], limit: int = 25) -> str:
@@ -69,7 +71,7 @@ def top(stacks: list[tuple[list[str], int]], limit: int = 25) -> str:
     lines += ["", "own time by module:"]
     lines += [f"  {n / total * 100:5.1f} %  {m}" for m, n in modules.most_common(limit)]
     lines += ["", "inclusive time, our code (what each step costs with what it calls):"]
-    ours = [(f, n) for f, n in inclusive.most_common() if "/webhook/" in f]
+    ours = [(f, n) for f, n in inclusive.most_common() if module_of(f).startswith("webhook/")]
     lines += [f"  {n / total * 100:5.1f} %  {f}" for f, n in ours[:limit]]
     return "\n".join(lines)
 

@@ -155,6 +155,13 @@ def markdown(result: Mapping[str, Any]) -> str:
                     _ms(cold["cold"], "max"),
                 ],
                 [
+                    "cold, on an otherwise idle webhook",
+                    f"{cold['cold_alone']['rate']:,.0f}",
+                    _ms(cold["cold_alone"], "p50"),
+                    _ms(cold["cold_alone"], "p99"),
+                    _ms(cold["cold_alone"], "max"),
+                ],
+                [
                     "warm, during the cold load",
                     f"{cold['warm']['rate']:,.0f}",
                     _ms(cold["warm"], "p50"),

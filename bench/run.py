@@ -171,6 +171,23 @@ class Bench:
                 delay_ms=max(0.0, interval_ms - 1.0),
             )
         )
+        # The same paced cold reviews on an otherwise idle server: the backend call's own
+        # cost, without the contention of the busy event loop for the CPU and the GIL.
+        alone = wrk.run(
+            wrk.command(webhook.url, script, connections=1, duration_s=duration / 2), duration
+        )
+        webhook.served += alone.requests
+        script.write_text(
+            wrk.rotating_script(
+                [],
+                cold=self.files["cold"],
+                cold_weight=1,
+                cold_marker=bodies.COLD_MARKER,
+                cold_names=run_id + "b",
+                delay_ms=max(0.0, interval_ms - 1.0),
+            )
+        )
+        backends.seed_cold(backend, (f"{run_id}b-1-{n}" for n in range(1, count + 1)))
         before_metrics = metrics_text.scrape(webhook.metrics_port)
         before = procstat.sample(webhook.pid)
         warm = wrk.start(
@@ -192,6 +209,7 @@ class Bench:
             )
         return {
             "cold": cold_result.to_json(),
+            "cold_alone": alone.to_json(),
             "warm": warm_result.to_json(),
             "warm_alone": warm_alone,
             "cold_share": round(cold_result.requests / max(1, total), 4),
