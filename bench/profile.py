@@ -22,7 +22,7 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
-from bench import backends, certs, check, wrk
+from bench import backends, certs, check, processes, wrk
 from bench.run import LOAD_CPU, Bench, Options
 from bench.targets import has_webhook, start_webhook
 
@@ -116,11 +116,11 @@ def main() -> int:
                     duration_s=args.seconds + 2,
                 )
             )
-            spy = [
-                "taskset", "-c", LOAD_CPU, str(py_spy), "record", "--pid", str(webhook.pid),
+            spy = processes.pinned([
+                str(py_spy), "record", "--pid", str(webhook.pid),
                 "--duration", str(args.seconds), "--rate", str(args.rate), "--format", "raw",
                 "--output", str(out), "--nonblocking",
-            ]  # fmt: skip
+            ], LOAD_CPU)  # fmt: skip
             subprocess.run(spy, check=True, capture_output=True)
             result = wrk.finish(load, args.seconds + 40)
     print(

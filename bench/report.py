@@ -100,7 +100,8 @@ def markdown(result: Mapping[str, Any]) -> str:
         f"### secret-injector benchmark ({meta['started']}, commit {meta['commit']})",
         "",
         f"{meta['cpu']}, {meta['cpus']} CPUs; servers pinned to CPU 0, wrk to CPU 1; TLS 1.3 "
-        f"ECDSA P-256, keep-alive; {meta['duration_s']:g} s per case, median of "
+        f"ECDSA P-256, keep-alive; priority {meta.get('priority', 'default')}; "
+        f"{meta['duration_s']:g} s per case, median of "
         f"{meta['repeat']}; webhook: {meta['webhook']}, verify {meta['verify']} (warm cache, "
         "real OpenBao and moto). Bodies: "
         + ", ".join(

@@ -366,6 +366,7 @@ def _meta(
         "repeat": options.repeat,
         "quick": options.quick,
         "verify": options.verify,
+        "priority": " ".join(processes.priority()) or "default",
         **extra,
     }
 

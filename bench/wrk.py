@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench import processes
+
 RESULT_TAG = "BENCH_RESULT "
 
 # Percentiles reported by every script (wrk's latency:percentile takes 0-100).
@@ -208,11 +210,11 @@ def command(
     wrk = shutil.which("wrk")
     if wrk is None:
         raise RuntimeError("wrk is not installed (apt-get install -y wrk)")
-    return [
-        "taskset", "-c", cpu, wrk,
+    return processes.pinned([
+        wrk,
         f"-t{threads}", f"-c{connections}", f"-d{max(1, round(duration_s))}s",
         "--timeout", "10s", "--latency", "-s", str(script), url,
-    ]  # fmt: skip
+    ], cpu)  # fmt: skip
 
 
 def start(cmd: Sequence[str]) -> subprocess.Popen[str]:
