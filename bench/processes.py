@@ -44,13 +44,13 @@ def start(
 
 
 def priority() -> list[str]:
-    """`nice -n N` for the processes of a measurement (BENCH_NICE, default -10, as root).
+    """`nice -n N` for the processes of a measurement (BENCH_NICE, default -15, as root).
 
     Other work on a shared machine (a test suite) would otherwise take the pinned CPUs
     in the middle of a case; a higher priority for the servers and the load generator
     alike keeps the comparison fair and the figures steadier. BENCH_NICE=0 turns it off.
     """
-    level = int(os.environ.get("BENCH_NICE") or "-10")
+    level = int(os.environ.get("BENCH_NICE") or "-15")
     if level == 0 or (level < 0 and os.geteuid() != 0):
         return []
     return ["nice", "-n", str(level)]
