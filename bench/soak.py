@@ -195,6 +195,7 @@ def soak(
             webhook, workdir, files, name=f"s{index}", connections=CONNECTIONS,
             duration_s=length, delay_ms=delay,
         )  # fmt: skip
+        time.sleep(0.5)  # wrk's connections close: count descriptors at rest
         sample = procstat.sample(webhook.pid)
         segments.append(Segment("soak", result, delay, sample, time.monotonic() - began))
         if baseline is None and time.monotonic() - began >= warmup:
@@ -214,14 +215,17 @@ def soak(
         webhook, workdir, files, name="burst", connections=BURST_FACTOR * CONNECTIONS,
         duration_s=BURST_S, delay_ms=0,
     )  # fmt: skip
-    segments.append(Segment("burst", burst, 0, procstat.sample(webhook.pid), 0))
+    time.sleep(0.5)
+    segments.append(
+        Segment("burst", burst, 0, procstat.sample(webhook.pid), time.monotonic() - began)
+    )
     cool = run_segment(
         webhook, workdir, files, name="cool", connections=CONNECTIONS,
         duration_s=SEGMENT_S if duration >= 300 else 10, delay_ms=delay,
     )  # fmt: skip
     time.sleep(1.0)  # let the last connections close
     final = procstat.sample(webhook.pid)
-    segments.append(Segment("cool-down", cool, delay, final, 0))
+    segments.append(Segment("cool-down", cool, delay, final, time.monotonic() - began))
     in_flight = metrics_text.gauge(webhook.metrics_port, "secret_injector_reviews_in_flight")
     return report(peak, target, segments, baseline, final, in_flight)
 
