@@ -67,7 +67,10 @@ def _shorten_longest_word(parts: list[str], excess: int) -> bool:
     best: tuple[int, int, int] | None = None  # (length, part index, word index)
     for p, part in enumerate(parts[1:], start=1):
         for w, word in enumerate(part.split(" ")):
-            if len(word) > _SHORTEST and (best is None or len(word) > best[0]):
+            # Only a word longer than its shortest form shrinks: picking one that cannot
+            # (already cut to _SHORTEST + ellipsis) would loop forever in Violation.line.
+            shrinks = len(word) > _SHORTEST + len(_ELLIPSIS)
+            if shrinks and (best is None or len(word) > best[0]):
                 best = (len(word), p, w)
     if best is None:
         return False
