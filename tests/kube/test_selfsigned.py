@@ -448,3 +448,23 @@ async def test_open_self_managed_ca_takes_the_namespace_from_the_pod(
     await ca.close()
     assert ca.namespace == "platform"
     assert "secret-injector.platform.svc" in ca.names
+
+
+async def test_unreachable_api_at_start_is_an_error_naming_the_secret(
+    settings: Settings, tmp_path: Path
+) -> None:
+    async with FakeKube() as gone:
+        kubeconfig = gone.kubeconfig(tmp_path / "gone")
+    unreachable = replace(
+        settings, kubernetes=replace(settings.kubernetes, kubeconfig=str(kubeconfig))
+    )
+    enabled = replace(unreachable, tls=Tls(self_managed=SelfManagedTls(enabled=True, namespace=NS)))
+    ca = open_self_managed_ca(enabled)
+    assert ca is not None
+    try:
+        with pytest.raises(
+            KubernetesUnavailableError, match=f"Secret {NS}/{SECRET_NAME}: .*unreachable"
+        ):
+            await ca.start()
+    finally:
+        await ca.close()
