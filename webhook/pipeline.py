@@ -14,6 +14,7 @@ from typing import Any, Literal, Protocol
 
 from webhook import annotations, mutation, policy, providers
 from webhook.errors import PolicyError, WebhookError
+from webhook.metrics import Metrics
 from webhook.refs import PodInjection
 from webhook.review import AdmissionRequest, PatchOp
 from webhook.settings import Settings
@@ -52,6 +53,7 @@ class Context:
     policy: policy.Policy
     verifier: Verifier | None = None
     spc_store: SpcStore | None = None
+    metrics: Metrics | None = None  # counts policy violations when set
 
 
 @dataclass(slots=True)
@@ -145,6 +147,9 @@ def _apply_policy(
 ) -> None:
     """Run the policy; warnings join the decision, denials raise one PolicyError."""
     violations = policy.check(req, pod, ctx.policy, stage)
+    if ctx.metrics is not None:
+        for v in violations:
+            ctx.metrics.violations.labels(v.rule, v.action).inc()
     decision.violations = [v.line for v in violations]
     decision.warnings += [v.line for v in violations if v.action == "warn"]
     denials = [v.line for v in violations if v.action == "deny"]
