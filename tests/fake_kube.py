@@ -643,14 +643,18 @@ def _resource_of(obj: Obj) -> Resource:
 
 
 def _check_type(resource: Resource, obj: Any) -> None:
+    """The body must be an object of the endpoint's kind; a missing kind or apiVersion is
+    taken from the endpoint, as the real server decodes with it as the default."""
     if not isinstance(obj, dict):
         raise ApiError(400, "BadRequest", "the body must be a JSON object")
-    if obj.get("kind") != resource.kind or obj.get("apiVersion") != resource.api_version:
+    obj.setdefault("apiVersion", resource.api_version)
+    obj.setdefault("kind", resource.kind)
+    if obj["kind"] != resource.kind or obj["apiVersion"] != resource.api_version:
         raise ApiError(
             400,
             "BadRequest",
-            f"the API version in the data ({obj.get('apiVersion')}) and kind "
-            f"({obj.get('kind')}) do not match {resource.api_version}/{resource.kind}",
+            f"the API version in the data ({obj['apiVersion']}) and kind "
+            f"({obj['kind']}) do not match {resource.api_version}/{resource.kind}",
         )
 
 

@@ -13,7 +13,14 @@ from typing import Any
 
 import aiohttp
 import pytest
-from kubernetes.client import ApiClient, ApiException, Configuration, CoreV1Api
+from kubernetes.client import (
+    ApiClient,
+    ApiException,
+    Configuration,
+    CoreV1Api,
+    V1ObjectMeta,
+    V1Secret,
+)
 
 from tests.fake_kube import SECRET, FakeKube
 
@@ -262,14 +269,16 @@ async def test_close_releases_a_hanging_request() -> None:
             await request
 
 
-def test_in_thread_serves_the_official_client(tmp_path: Path) -> None:
+def test_in_thread_serves_the_official_client() -> None:
+    body = V1Secret(metadata=V1ObjectMeta(name="db"), string_data={"password": "x"})
     with FakeKube(namespaces=["team-a"]).in_thread() as fake:
         configuration = Configuration(host=fake.url)
         with ApiClient(configuration) as client:
             api = CoreV1Api(client)
-            api.create_namespaced_secret("team-a", secret())
+            created = api.create_namespaced_secret("team-a", body)
             with pytest.raises(ApiException) as caught:
-                api.create_namespaced_secret("team-a", secret())
+                api.create_namespaced_secret("team-a", body)
+        assert created.metadata is not None and created.metadata.uid
         assert caught.value.status == 409
         assert fake.get(SECRET, "db", "team-a") is not None
 
@@ -297,7 +306,7 @@ def test_runs_as_a_subprocess_until_terminated(tmp_path: Path) -> None:
         assert url in kubeconfig.read_text()
         with ApiClient(Configuration(host=url)) as client:
             namespace = CoreV1Api(client).read_namespace("team-a")
-        assert namespace.metadata.name == "team-a"
+        assert namespace.metadata is not None and namespace.metadata.name == "team-a"
     finally:
         process.terminate()
         process.communicate(timeout=30)
