@@ -91,6 +91,7 @@ _ENV_CHARS = re.compile(r"[-._a-zA-Z0-9]+")
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 _ROLE = re.compile(r"[A-Za-z0-9_.@-]+")
 _REGION = re.compile(r"[a-z]{2,4}(-[a-z]+)+-[0-9]{1,2}")
+_VISIBLE_ASCII = re.compile(r"[!-~]*")
 _SCHEME_LIKE = re.compile(r"[A-Za-z][A-Za-z0-9+._-]{0,29}")
 _VAULT_SEGMENT_CHARS = frozenset(
     "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-@+=,~"
@@ -491,8 +492,10 @@ def _scheme_problem(value: str, scheme: str, colon: str) -> str:
     else:
         close = difflib.get_close_matches(lowered, SCHEMES, n=1, cutoff=0.6)
         guess = close[0] if close else None
-    hint = f', did you mean "{guess}:"?' if guess else ""
-    return f'unknown scheme "{scheme}:"{hint} (references start with {known})'
+    if guess is None:
+        # Not a near miss: `scheme` may be the head of a secret that contains a colon.
+        return f"unknown scheme (references start with {known}; value not shown)"
+    return f'unknown scheme "{scheme}:", did you mean "{guess}:"? (references start with {known})'
 
 
 @dataclass(frozen=True, slots=True)
@@ -703,6 +706,8 @@ def _aws_parameter(rest: str) -> tuple[SecretRef | None, list[str]]:
 
 def _first_invisible(text: str) -> str | None:
     """The first control, whitespace or otherwise invisible character, if any."""
+    if _VISIBLE_ASCII.fullmatch(text):  # the common case, without a loop in Python
+        return None
     return next((c for c in text if not c.isprintable() or c.isspace()), None)
 
 

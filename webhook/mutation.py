@@ -57,7 +57,10 @@ def build_patch(
 
 def pointer(*tokens: str | int) -> str:
     """An RFC 6901 JSON pointer: `~` becomes `~0` and `/` becomes `~1`, in that order."""
-    return "".join("/" + str(t).replace("~", "~0").replace("/", "~1") for t in tokens)
+    return "".join(
+        f"/{t}" if isinstance(t, int) else "/" + t.replace("~", "~0").replace("/", "~1")
+        for t in tokens
+    )
 
 
 def volume_for(spc: SpcPlan) -> dict[str, Any]:
@@ -164,16 +167,27 @@ def _volume_conflict(found: Mapping[str, Any], spc: SpcPlan) -> str:
 def _mount_ops(
     receiver: _Container, plan: Sequence[SpcPlan], conflicts: list[str]
 ) -> list[PatchOp]:
-    mounts = _items(receiver.body, "volumeMounts")
+    mounts = [
+        (mount, _normal(mount.get("mountPath"))) for mount in _items(receiver.body, "volumeMounts")
+    ]
     new = []
     for spc in plan:
-        if any(_is_our_mount(mount, spc) for mount in mounts):
+        if any(_is_our_mount(mount, spc) for mount, _ in mounts):
             continue
-        clashes = [line for mount in mounts if (line := _mount_clash(receiver, mount, spc))]
+        clashes = [
+            line for mount, normal in mounts if (line := _mount_clash(receiver, mount, normal, spc))
+        ]
         conflicts += clashes
         if not clashes:
             new.append(mount_for(spc))
     return _append(receiver, "volumeMounts", new)
+
+
+def _normal(path: Any) -> str | None:
+    """A mount path as the kernel sees it: `/mnt//secrets/` is `/mnt/secrets`."""
+    if not isinstance(path, str):
+        return None
+    return posixpath.normpath("/" + path.lstrip("/"))
 
 
 def _is_our_mount(mount: Mapping[str, Any], spc: SpcPlan) -> bool:
@@ -186,18 +200,19 @@ def _is_our_mount(mount: Mapping[str, Any], spc: SpcPlan) -> bool:
     )
 
 
-def _mount_clash(receiver: _Container, mount: Mapping[str, Any], spc: SpcPlan) -> str | None:
-    path = mount.get("mountPath")
-    shown = show(path) if isinstance(path, str) else "(no path)"
+def _mount_clash(
+    receiver: _Container, mount: Mapping[str, Any], normal: str | None, spc: SpcPlan
+) -> str | None:
     if mount.get("name") == spc.volume_name:
+        path = mount.get("mountPath")
+        shown = show(path) if isinstance(path, str) else "(no path)"
         return (
             f'{receiver.label} mounts volume "{spc.volume_name}" at {shown}, not read-only '
             f"at {spc.mount_path} as secret-injector does (remove that mount; secret-injector "
             "adds its own)"
         )
-    if not isinstance(path, str):
+    if normal is None or not normal.startswith(spc.mount_path):
         return None
-    normal = posixpath.normpath("/" + path.lstrip("/"))
     if normal == spc.mount_path:
         where = "at"
     elif normal.startswith(spc.mount_path + "/"):
