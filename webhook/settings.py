@@ -20,13 +20,18 @@ class Listen:
     port: int = 8443
     metrics_address: str = "0.0.0.0"
     metrics_port: int = 9090
-    # Seconds to finish in-flight reviews after SIGTERM (below the pod's grace period).
+    # After SIGTERM: seconds to keep serving with readiness failing (while the endpoint
+    # leaves the Service), then seconds to finish in-flight reviews; together below the
+    # pod's terminationGracePeriodSeconds.
+    shutdown_delay_seconds: float = 0.0
     shutdown_timeout_seconds: float = 20.0
 
     def __post_init__(self) -> None:
         for name, port in (("port", self.port), ("metricsPort", self.metrics_port)):
             if not 0 <= port <= 65535:
                 raise ValueError(f"{name} must be between 0 and 65535, got {port}")
+        if self.shutdown_delay_seconds < 0 or self.shutdown_timeout_seconds < 0:
+            raise ValueError("shutdownDelaySeconds and shutdownTimeoutSeconds must not be negative")
 
 
 @dataclass(frozen=True, slots=True)
