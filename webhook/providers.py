@@ -23,13 +23,15 @@ Parameters follow what the providers read:
 - aws/secrets-store-csi-driver-provider-aws provider/secret_descriptor.go SecretDescriptor:
   `objectName`, `objectType` (secretsmanager | ssmparameter), `objectAlias` (the file name),
   `objectVersion` (version id), `objectVersionLabel` (stage), `jmesPath` [{path,
-  objectAlias}]; server/server.go reads `region` and `objects`. The provider always writes
-  the whole secret under objectAlias and each jmesPath result under its own alias
+  objectAlias}]; server/server.go reads `region`, `usePodIdentity` (EKS Pod Identity
+  instead of IRSA) and `objects`. The provider always writes the whole secret under
+  objectAlias and each jmesPath result under its own alias
   (provider/secrets_manager_provider.go fetchSecretManagerValueWithClient); aliases must be
-  unique (NewSecretDescriptorList). So all keys of one secret version hang off one entry as
-  jmesPath items (one GetSecretValue), the whole secret taking a user's file name or a
-  hidden one. JSON keys are written as JMESPath quoted identifiers (`"db-password"`), which
-  take any key literally.
+  unique (NewSecretDescriptorList), and SSM parameters are batched by name
+  (provider/parameter_store_provider.go), so one parameter fills one file. All keys of one
+  secret version hang off one entry as jmesPath items (one GetSecretValue), the whole
+  secret taking a user's file name or a hidden one. JSON keys are written as JMESPath
+  quoted identifiers (`"db-password"`), which take any key literally.
 """
 
 from __future__ import annotations
@@ -210,6 +212,8 @@ def _aws_parameters(pod: PodInjection, settings: Settings, layout: _Layout) -> d
     region = aws_region(pod, settings)
     if region is not None:
         parameters["region"] = region
+    if settings.providers.aws.use_pod_identity:  # else the provider uses IRSA
+        parameters["usePodIdentity"] = "true"
     parameters["objects"] = objects_yaml(objects)
     return parameters
 

@@ -343,6 +343,13 @@ def test_plan_aws_region(values: dict[str, str], region: str | None, expected: s
     assert spc.body["spec"]["parameters"].get("region") == expected
 
 
+@pytest.mark.parametrize(("pod_identity", "expected"), [(False, None), (True, "true")])
+def test_plan_aws_pod_identity_comes_from_config(pod_identity: bool, expected: str | None) -> None:
+    config = Settings(providers=Providers(aws=AwsProvider(use_pod_identity=pod_identity)))
+    (spc,) = plan_for({PREFIX + "file.flag": "aws-ssm:/shop/flag"}, config)
+    assert spc.body["spec"]["parameters"].get("usePodIdentity") == expected
+
+
 @pytest.mark.parametrize(
     ("values", "template", "service_account", "expected"),
     [
