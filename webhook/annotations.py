@@ -35,6 +35,7 @@ from webhook.errors import AnnotationError, PolicyError
 from webhook.refs import (
     AwsParameterRef,
     AwsSecretRef,
+    Delivery,
     Injection,
     PodInjection,
     SecretRef,
@@ -265,30 +266,17 @@ class _Parser:
             unknown_keys=tuple(self.unknown),
         )
 
-    def _injection(self, name: str, delivery: str, target: str, value: str) -> None:
-        target_ok = (
-            self._file_name(name, target) if delivery == "file" else self._env_name(name, target)
+    def _injection(self, name: str, delivery: Delivery, target: str, value: str) -> None:
+        target_problem = (
+            _file_name_problem(target) if delivery == "file" else _env_name_problem(target)
         )
+        if target_problem is not None:
+            self.problem(name, target_problem)
         ref, problems = _reference(value)
         for what in problems:
             self.problem(name, what)
-        if ref is not None and target_ok:
-            if delivery == "file":
-                self.injections.append(Injection(self.prefix + name, "file", target, ref))
-            else:
-                self.injections.append(Injection(self.prefix + name, "env", target, ref))
-
-    def _file_name(self, name: str, target: str) -> bool:
-        what = _file_name_problem(target)
-        if what is not None:
-            self.problem(name, what)
-        return what is None
-
-    def _env_name(self, name: str, target: str) -> bool:
-        what = _env_name_problem(target)
-        if what is not None:
-            self.problem(name, what)
-        return what is None
+        if ref is not None and target_problem is None:
+            self.injections.append(Injection(self.prefix + name, delivery, target, ref))
 
     def _role(self, name: str, value: str) -> str | None:
         if not value:

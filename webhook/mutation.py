@@ -76,10 +76,12 @@ def volume_for(spc: SpcPlan) -> dict[str, Any]:
 
 
 def mount_for(spc: SpcPlan) -> dict[str, Any]:
+    """The read-only mount of an SPC's volume in a receiving container."""
     return {"name": spc.volume_name, "mountPath": spc.mount_path, "readOnly": True}
 
 
 def env_for(spc: SpcPlan, var: str, key: str) -> dict[str, Any]:
+    """An env var read from the Secret the CSI driver syncs for the SPC."""
     return {"name": var, "valueFrom": {"secretKeyRef": {"name": spc.name, "key": key}}}
 
 
@@ -100,19 +102,16 @@ class _Container:
 def _receivers(
     spec: Mapping[str, Any], injection: PodInjection, settings: Settings
 ) -> list[_Container]:
-    containers = _items(spec, "containers")
+    containers = _containers(spec, "containers")
     if injection.containers is None:
-        return [_Container("containers", i, c) for i, c in enumerate(containers)]
-    init = _items(spec, "initContainers")
-    by_name = {c.get("name"): _Container("initContainers", i, c) for i, c in enumerate(init)}
-    by_name.update(
-        {c.get("name"): _Container("containers", i, c) for i, c in enumerate(containers)}
-    )
+        return containers
+    init = _containers(spec, "initContainers")
+    by_name = {c.body.get("name"): c for c in init + containers}
     missing = [name for name in injection.containers if name not in by_name]
     if missing:
-        present = ", ".join(str(c.get("name")) for c in containers) or "none"
+        present = ", ".join(str(c.body.get("name")) for c in containers) or "none"
         if init:
-            present += "; init containers: " + ", ".join(str(c.get("name")) for c in init)
+            present += "; init containers: " + ", ".join(str(c.body.get("name")) for c in init)
         raise AnnotationError(
             [
                 f"annotation {settings.prefix}{CONTAINERS}: the pod has no container named "
@@ -211,11 +210,9 @@ def _mount_clash(
             f"at {spc.mount_path} as secret-injector does (remove that mount; secret-injector "
             "adds its own)"
         )
-    if normal is None or not normal.startswith(spc.mount_path):
-        return None
     if normal == spc.mount_path:
         where = "at"
-    elif normal.startswith(spc.mount_path + "/"):
+    elif normal is not None and normal.startswith(spc.mount_path + "/"):
         where = "inside"
     else:
         return None
@@ -277,6 +274,14 @@ def _append(receiver: _Container, name: str, new: list[dict[str, Any]]) -> list[
     if not isinstance(receiver.body.get(name), list):
         return [{"op": "add", "path": base, "value": new}]
     return [{"op": "add", "path": base + "/-", "value": item} for item in new]
+
+
+def _containers(spec: Mapping[str, Any], name: str) -> list[_Container]:
+    """The containers of one list, with their index in it (the patch paths need it)."""
+    value = spec.get(name)
+    if not isinstance(value, list):
+        return []
+    return [_Container(name, i, c) for i, c in enumerate(value) if isinstance(c, dict)]
 
 
 def _items(obj: Mapping[str, Any], name: str) -> list[dict[str, Any]]:

@@ -444,7 +444,7 @@ def test_objects_yaml_aws_format() -> None:
     )
 
 
-_TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=40)
+_TEXT = st.text(st.characters(exclude_categories=["Cs"]), max_size=40)
 
 
 @settings(max_examples=100, deadline=None)
