@@ -20,6 +20,8 @@ from typing import Any, Protocol
 
 import pytest
 
+pytest_plugins = ["tests.servers"]
+
 PREFIX = "secret-injector.io/"
 DATA = Path(__file__).parent / "data"
 IMAGE = "registry.example.com/app:1.0"
