@@ -302,7 +302,7 @@ class SelfManagedCa:
         self.life = Lifetimes.of(self.conf)
         self.clock = clock
         self.bundle: Bundle | None = None
-        # True once the files are written and every named caBundle holds our CA bundle.
+        # Whether, at the end of the last pass, every named caBundle held our CA bundle.
         self.in_sync = False
         self._task: asyncio.Task[None] | None = None
 
@@ -319,8 +319,10 @@ class SelfManagedCa:
         self.api.close()
 
     async def sync(self) -> Bundle:
-        """One pass: the Secret (created or renewed when due), the files, the caBundles."""
-        self.in_sync = False
+        """One pass: the Secret (created or renewed when due), the files, the caBundles.
+
+        `in_sync` changes only at the end: a failed pass leaves the files being served, and
+        readiness built on it does not flap while a pass runs."""
         try:
             bundle = await self._ensure_secret()
         except StatusError as exc:
