@@ -378,7 +378,7 @@ def _plaintext_secrets(spec: Mapping[str, Any], policy: Policy) -> list[Violatio
             if looks_like is not None:
                 what = f"looks like {looks_like}"
             elif plaintext.is_secret_name(name):
-                what = "secret-like name with a literal value"
+                what = "secret-like name, literal value"
             else:
                 continue
             found.append(Violation("plaintextSecrets", f"{where} env {name}", what, fix, action))

@@ -80,7 +80,7 @@ CASES = {
     "plaintext-name": Case(
         request({"containers": [container("app", env=env(DB_PASSWORD="hunter2"))]}),
         None,
-        "plaintextSecrets: container app env DB_PASSWORD: secret-like name with a literal value "
+        "plaintextSecrets: container app env DB_PASSWORD: secret-like name, literal value "
         "(use an env.* annotation)",
     ),
     "plaintext-init-aws-key": Case(
