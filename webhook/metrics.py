@@ -31,7 +31,8 @@ class Metrics:
         self.reviews = Counter(
             "secret_injector_reviews",
             "Admission reviews answered, by endpoint, operation and outcome "
-            "(skipped, injected, allowed, warned, denied, error).",
+            "(skipped, injected, allowed, warned, denied, error; invalid: not a usable "
+            "AdmissionReview, answered with an HTTP error).",
             ["endpoint", "operation", "outcome"],
             registry=r,
         )
