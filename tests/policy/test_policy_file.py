@@ -340,3 +340,23 @@ def _reloads(metrics: Metrics) -> dict[str, float]:
         for sample in family.samples
         if sample.name.endswith("_total")
     }
+
+
+def test_readme_policy_example_loads_and_matches_the_example_file() -> None:
+    readme = (EXAMPLE.parents[1] / "README.md").read_text()
+    section = readme[readme.index("### The policy file") :]
+    block = section[section.index("```yaml\n") + len("```yaml\n") :]
+    documented = policy_file.loads(block[: block.index("```")], "README.md")
+    assert documented == policy_file.load(EXAMPLE)
+
+
+def test_readme_policy_error_example_is_what_check_config_prints() -> None:
+    readme = (EXAMPLE.parents[1] / "README.md").read_text()
+    line = next(ln for ln in readme.splitlines() if ln.startswith("policy.yaml:6: "))
+    text = (
+        "allowedRefs:\n  grants:\n    - namespaces: [a]\n      refs:\n"
+        "        - 'vault:x/*'\n        - 'vault:secret/{ns}/*'\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        policy_file.loads(text, "policy.yaml")
+    assert str(info.value) == line
