@@ -5,6 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 PYTEST_ARGS ?=
+RUN_ARGS ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help install run test lint certs check bench soak clean
@@ -24,7 +25,7 @@ certs: $(STAMP)  ## Make a development CA and serving certificate under certs/de
 	$(BIN)/secret-injector certs --out certs/dev
 
 run: $(STAMP) certs  ## Run the webhook with local OpenBao and moto servers and show an injection
-	$(BIN)/python -m webhook.devrun
+	$(BIN)/python -m webhook.devrun $(RUN_ARGS)
 
 test: $(STAMP)  ## Run the whole test suite (starts its own OpenBao and moto servers)
 	$(BIN)/pytest $(PYTEST_ARGS)
@@ -35,6 +36,12 @@ lint: $(STAMP)  ## ruff and mypy --strict
 	$(BIN)/mypy webhook
 
 check: lint test  ## What CI runs, and lint
+
+bench: $(STAMP)  ## Benchmark the webhook against the bare aiohttp floor (BENCH_QUICK=1: 1-minute smoke run)
+	BENCH_QUICK=$(BENCH_QUICK) $(BIN)/python -m bench
+
+soak: $(STAMP)  ## Soak test: 10 min at half the max throughput, mixed reviews, then a 5x burst
+	$(BIN)/python -m bench.soak
 
 clean:  ## Remove the virtualenv and caches
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache certs/dev

@@ -31,7 +31,8 @@ class Metrics:
         self.reviews = Counter(
             "secret_injector_reviews",
             "Admission reviews answered, by endpoint, operation and outcome "
-            "(skipped, injected, allowed, warned, denied, error).",
+            "(skipped, injected, allowed, warned, denied, error; invalid: not a usable "
+            "AdmissionReview, answered with an HTTP error).",
             ["endpoint", "operation", "outcome"],
             registry=r,
         )
@@ -51,6 +52,13 @@ class Metrics:
             "secret_injector_policy_violations",
             "Policy violations found, by rule and action (deny, warn).",
             ["rule", "action"],
+            registry=r,
+        )
+        self.policy_reloads = Counter(
+            "secret_injector_policy_reloads",
+            "Policy file changes seen, by result (applied; rejected: the file is broken and "
+            "the previous policy stays in force).",
+            ["result"],
             registry=r,
         )
         self.backend_requests = Counter(

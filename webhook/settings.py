@@ -20,13 +20,53 @@ class Listen:
     port: int = 8443
     metrics_address: str = "0.0.0.0"
     metrics_port: int = 9090
-    # Seconds to finish in-flight reviews after SIGTERM (below the pod's grace period).
+    # After SIGTERM: seconds to keep serving with readiness failing (while the endpoint
+    # leaves the Service), then seconds to finish in-flight reviews; together below the
+    # pod's terminationGracePeriodSeconds.
+    shutdown_delay_seconds: float = 0.0
     shutdown_timeout_seconds: float = 20.0
 
     def __post_init__(self) -> None:
         for name, port in (("port", self.port), ("metricsPort", self.metrics_port)):
             if not 0 <= port <= 65535:
                 raise ValueError(f"{name} must be between 0 and 65535, got {port}")
+        if self.shutdown_delay_seconds < 0 or self.shutdown_timeout_seconds < 0:
+            raise ValueError("shutdownDelaySeconds and shutdownTimeoutSeconds must not be negative")
+
+
+@dataclass(frozen=True, slots=True)
+class SelfManagedTls:
+    """The self-managed CA (webhook/selfsigned.py): one CA and serving certificate in a
+    Secret shared by every replica, written to certFile/keyFile, caBundle kept in sync."""
+
+    enabled: bool = False
+    secret_name: str = "secret-injector-tls"
+    # None: the pod's namespace (POD_NAMESPACE, else the service account's namespace file).
+    namespace: str | None = None
+    # The Service the API server calls; the certificate names <svc>, <svc>.<ns>, <svc>.<ns>.svc
+    # and <svc>.<ns>.svc.cluster.local.
+    service_name: str = "secret-injector"
+    # Webhook configurations (by name) whose webhooks get our CA as clientConfig.caBundle.
+    mutating_webhook_configurations: tuple[str, ...] = ()
+    validating_webhook_configurations: tuple[str, ...] = ()
+    validity_days: int = 90
+    renew_before_days: int = 30
+    ca_validity_days: int = 3650
+    # A new CA joins the bundle this long before the old one ends; both stay trusted meanwhile.
+    ca_renew_before_days: int = 365
+    # How often each replica re-reads the Secret, renews when due and re-checks caBundle.
+    check_interval_seconds: float = 300.0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.renew_before_days < self.validity_days:
+            raise ValueError("selfManaged: renewBeforeDays must be between 0 and validityDays")
+        if not self.renew_before_days < self.ca_renew_before_days < self.ca_validity_days:
+            raise ValueError(
+                "selfManaged: caRenewBeforeDays must be above renewBeforeDays and below "
+                "caValidityDays (a serving certificate never outlives its CA)"
+            )
+        if self.check_interval_seconds <= 0:
+            raise ValueError("selfManaged: checkIntervalSeconds must be positive")
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +75,7 @@ class Tls:
     key_file: str = "/etc/secret-injector/tls/tls.key"
     # Mounted Secrets change by symlink swap, without inotify events: poll.
     reload_interval_seconds: float = 5.0
+    self_managed: SelfManagedTls = field(default_factory=SelfManagedTls)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +156,16 @@ class Kubernetes:
     timeout_seconds: float = 2.0
     # None: in-cluster config, else ~/.kube/config; unreachable: SPCs are only reported.
     kubeconfig: str | None = None
+    # SPCs known to exist (per owner) skip the API call for this long; bounds how long an
+    # SPC deleted behind our back stays missing for new pods.
+    cache_ttl_seconds: float = 120.0
+    cache_max_entries: int = 10_000
+
+    def __post_init__(self) -> None:
+        if not 0 < self.timeout_seconds <= 10:
+            raise ValueError(f"timeoutSeconds must be in (0, 10], got {self.timeout_seconds}")
+        if self.cache_ttl_seconds < 0 or self.cache_max_entries < 1:
+            raise ValueError("cacheTTLSeconds must not be negative, cacheMaxEntries at least 1")
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,117 @@
+"""review: AdmissionReview v1 parsing at the boundary and the answers we send back."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import orjson
+import pytest
+
+from webhook.errors import PolicyError, ReviewError
+from webhook.review import allow, deny, parse_review
+
+
+def review(request: dict[str, Any] | None = None, **top: Any) -> bytes:
+    body: dict[str, Any] = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview"}
+    body["request"] = {
+        "uid": "u-1",
+        "operation": "CREATE",
+        "kind": {"group": "", "version": "v1", "kind": "Pod"},
+        "namespace": "team-a",
+        "userInfo": {"username": "alice"},
+        "object": {
+            "metadata": {"generateName": "web-", "annotations": {"a": "b"}},
+            "spec": {"serviceAccountName": "web", "containers": [{"name": "app"}]},
+        },
+        **(request or {}),
+    }
+    body.update(top)
+    return orjson.dumps(body)
+
+
+def test_parse_review_reads_a_pod_create() -> None:
+    req = parse_review(review({"dryRun": True}))
+    assert (req.uid, req.operation, req.namespace, req.name) == ("u-1", "CREATE", "team-a", "web-")
+    assert (req.user, req.service_account, req.dry_run) == ("alice", "web", True)
+    assert req.is_pod and not req.is_mirror
+    assert req.annotations == {"a": "b"}
+
+
+def test_parse_review_delete_needs_no_object() -> None:
+    req = parse_review(review({"operation": "DELETE", "object": None}))
+    assert req.pod is None and req.operation == "DELETE"
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        pytest.param(b"not json", "request body is not JSON", id="not-json"),
+        pytest.param(b"[1, 2]", "must be a JSON object", id="array"),
+        pytest.param(b"", "request body is not JSON", id="empty"),
+        pytest.param(
+            review(apiVersion="admission.k8s.io/v1beta1"),
+            "expected apiVersion admission.k8s.io/v1 and kind AdmissionReview",
+            id="v1beta1",
+        ),
+        pytest.param(review(kind="Pod"), "kind AdmissionReview", id="wrong-kind"),
+        pytest.param(
+            b'{"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview"}',
+            "has no request object",
+            id="no-request",
+        ),
+        pytest.param(review({"uid": ""}), "request.uid is missing", id="empty-uid"),
+        pytest.param(review({"uid": 7}), "request.uid is missing", id="uid-not-string"),
+        pytest.param(review({"object": None}), "request.object is missing", id="no-object"),
+        pytest.param(review({"kind": "Pod"}), "request.kind must be an object", id="kind-string"),
+        pytest.param(review({"operation": 1}), "request.operation", id="operation-int"),
+        pytest.param(review({"dryRun": "yes"}), "request.dryRun must be a boolean", id="dryrun"),
+        pytest.param(
+            review({"object": {"metadata": {"annotations": {"a": 1}}, "spec": {"containers": []}}}),
+            "annotations must map strings to strings",
+            id="annotation-not-string",
+        ),
+        pytest.param(
+            review({"object": {"metadata": {}, "spec": []}}),
+            "request.object.spec is missing or not an object",
+            id="spec-list",
+        ),
+        pytest.param(
+            review({"object": {"spec": {"containers": [{"name": "a", "env": {}}]}}}),
+            "request.object.spec.containers[0].env must be a list of objects",
+            id="env-mapping",
+        ),
+        pytest.param(
+            review({"object": {"metadata": {}, "spec": {"containers": [{"image": "x"}]}}}),
+            "request.object.spec.containers[0].name must be a string",
+            id="container-without-name",
+        ),
+    ],
+)
+def test_parse_review_rejects_malformed_requests(body: bytes, reason: str) -> None:
+    with pytest.raises(ReviewError) as caught:
+        parse_review(body)
+    assert reason in caught.value.reason
+    assert caught.value.http_status == 400
+
+
+def test_allow_encodes_patch_as_base64_jsonpatch() -> None:
+    ops = [{"op": "add", "path": "/metadata/annotations/x~1y", "value": "z"}]
+    answer = allow("u-1", ops, ["careful"])
+    response = answer["response"]
+    assert answer["apiVersion"] == "admission.k8s.io/v1" and answer["kind"] == "AdmissionReview"
+    assert response["uid"] == "u-1" and response["allowed"] is True
+    assert response["patchType"] == "JSONPatch"
+    assert orjson.loads(base64.b64decode(response["patch"])) == ops
+    assert response["warnings"] == ["careful"]
+
+
+def test_allow_without_operations_has_no_patch() -> None:
+    assert allow("u-1")["response"] == {"uid": "u-1", "allowed": True}
+
+
+def test_deny_carries_code_and_every_line() -> None:
+    response = deny("u-1", PolicyError(["rule: a: b (c)", "rule: d: e (f)"]))["response"]
+    assert response["allowed"] is False
+    assert response["status"]["code"] == 403
+    assert response["status"]["message"] == "rule: a: b (c)\nrule: d: e (f)"

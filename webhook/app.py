@@ -1,0 +1,173 @@
+"""The aiohttp applications and the server process: the TLS webhook listener, the
+plain-HTTP metrics listener, clients opened and closed with the app, graceful shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from webhook import handlers, pipeline, policy
+from webhook.handlers import CONTEXT, HEALTH, METRICS, SETTINGS, Health
+from webhook.metrics import Metrics
+from webhook.settings import Settings
+from webhook.tls import ReloadingContext
+
+log = logging.getLogger("secret_injector.server")
+
+TLS = web.AppKey("tls", ReloadingContext)
+
+# Longer than the API server's idle keep-alive (Go's http.Transport: 90 s), so that the
+# client, not us, closes idle connections and never sends on one we just closed.
+KEEPALIVE_SECONDS = 120.0
+
+
+@contextlib.asynccontextmanager
+async def open_context(
+    settings: Settings, metrics: Metrics, *, kubernetes: bool = True
+) -> AsyncIterator[pipeline.Context]:
+    """The pipeline's Context with its clients, closed on exit; `serve` and `explain`
+    both come through here, so they decide alike (`explain` passes kubernetes=False:
+    it never writes to the Kubernetes API)."""
+    # The seams of the other components plug in here as they land: the policy file
+    # (policy_file.PolicySource), verification.open_verifier(settings, metrics) and,
+    # when `kubernetes`, kube.open_spc_store(settings).
+    del metrics, kubernetes
+    yield pipeline.Context(settings=settings, policy=policy.Policy())
+
+
+async def _context_ctx(app: web.Application) -> AsyncIterator[None]:
+    async with open_context(app[SETTINGS], app[METRICS]) as ctx:
+        app[CONTEXT] = ctx
+        app[HEALTH].config_loaded = True
+        yield
+        app[HEALTH].config_loaded = False
+
+
+async def _tls_watch_ctx(app: web.Application) -> AsyncIterator[None]:
+    task = asyncio.create_task(app[TLS].watch(), name="tls-reload")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+def make_app(
+    settings: Settings, metrics: Metrics, health: Health, tls: ReloadingContext | None = None
+) -> web.Application:
+    """The webhook application: admission endpoints, health and readiness."""
+    app = web.Application(
+        client_max_size=settings.max_body_bytes, middlewares=[handlers.json_errors]
+    )
+    app[SETTINGS] = settings
+    app[METRICS] = metrics
+    app[HEALTH] = health
+    app.cleanup_ctx.append(_context_ctx)
+    if tls is not None:
+        app[TLS] = tls
+        health.tls_loaded = True
+        app.cleanup_ctx.append(_tls_watch_ctx)
+    handlers.routes(app)
+    return app
+
+
+def make_metrics_app(metrics: Metrics) -> web.Application:
+    """The metrics application, served without TLS on its own port."""
+    app = web.Application(middlewares=[handlers.json_errors])
+    app[METRICS] = metrics
+    handlers.metrics_routes(app)
+    return app
+
+
+class Server:
+    """The two listeners of one webhook process."""
+
+    def __init__(self, settings: Settings, metrics: Metrics, tls: ReloadingContext) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.health = Health()
+        self._tls = tls
+        shutdown = settings.listen.shutdown_timeout_seconds
+        self._runner = web.AppRunner(
+            make_app(settings, metrics, self.health, tls),
+            access_log=None,  # one audit line per review of our own instead
+            shutdown_timeout=shutdown,
+            keepalive_timeout=KEEPALIVE_SECONDS,
+        )
+        self._metrics_runner = web.AppRunner(
+            make_metrics_app(metrics), access_log=None, shutdown_timeout=1.0
+        )
+
+    @property
+    def port(self) -> int:
+        """The TLS port actually bound (useful when the settings say 0)."""
+        return int(self._runner.addresses[0][1])
+
+    @property
+    def metrics_port(self) -> int:
+        return int(self._metrics_runner.addresses[0][1])
+
+    async def start(self) -> None:
+        """Open the clients, then listen; raises OSError when a port cannot be bound."""
+        listen = self.settings.listen
+        await self._runner.setup()
+        await self._metrics_runner.setup()
+        try:
+            await web.TCPSite(
+                self._runner,
+                listen.address,
+                listen.port,
+                ssl_context=self._tls.server_context,
+                backlog=1024,
+            ).start()
+            await web.TCPSite(
+                self._metrics_runner, listen.metrics_address, listen.metrics_port
+            ).start()
+        except BaseException:
+            await self._metrics_runner.cleanup()
+            await self._runner.cleanup()
+            raise
+        log.info(
+            "listening",
+            extra={
+                "webhook": f"https://{listen.address}:{self.port}",
+                "metrics": f"http://{listen.metrics_address}:{self.metrics_port}/metrics",
+            },
+        )
+
+    async def stop(self) -> None:
+        """Fail readiness, stop accepting, finish in-flight reviews, close the clients."""
+        self.health.shutting_down = True
+        delay = self.settings.listen.shutdown_delay_seconds
+        if delay > 0:
+            # Keep answering while the endpoint is removed from the Service.
+            log.info("shutting down: readiness failing", extra={"delay_seconds": delay})
+            await asyncio.sleep(delay)
+        log.info("shutting down: no new connections, finishing in-flight reviews")
+        await self._runner.cleanup()  # closes listeners, waits up to shutdown_timeout
+        await self._metrics_runner.cleanup()
+        log.info("stopped")
+
+
+async def serve(settings: Settings) -> None:
+    """Run the webhook until SIGTERM or SIGINT, then shut down gracefully."""
+    metrics = Metrics()
+    tls = ReloadingContext(settings.tls, metrics)  # TlsError: refuse to start
+    server = Server(settings, metrics, tls)
+    await server.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await stop.wait()
+        log.info("signal received, shutting down")
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+        await server.stop()

@@ -1,0 +1,244 @@
+"""HTTP <-> pipeline: the admission endpoints, health, readiness and metrics.
+
+A malformed AdmissionReview is answered with an HTTP error and a Kubernetes `Status`
+body giving the reason (400, 413, 415); every parsed review gets HTTP 200 and an
+AdmissionReview, even when the pipeline fails on a bug (then `allowed: false`, code 500,
+a generic message, and the traceback in the log).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import orjson
+from aiohttp import hdrs, web
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from webhook import logs, pipeline, review
+from webhook.errors import ReviewError, WebhookError
+from webhook.metrics import Metrics
+from webhook.settings import Settings
+
+log = logging.getLogger("secret_injector.server")
+
+Step = Callable[[review.AdmissionRequest, pipeline.Context], Awaitable[pipeline.Decision]]
+
+OPERATIONS = frozenset({"CREATE", "UPDATE", "DELETE", "CONNECT"})
+JSON = "application/json"
+ENDPOINTS = "POST /mutate, POST /validate, GET /healthz, GET /readyz"
+
+
+@dataclass(slots=True)
+class Health:
+    """What readiness depends on; set by the server as it starts and stops."""
+
+    tls_loaded: bool = False
+    config_loaded: bool = False
+    shutting_down: bool = False
+
+    def problems(self) -> list[str]:
+        found = []
+        if not self.tls_loaded:
+            found.append("TLS certificate not loaded")
+        if not self.config_loaded:
+            found.append("configuration and clients not loaded")
+        if self.shutting_down:
+            found.append("shutting down")
+        return found
+
+
+SETTINGS = web.AppKey("settings", Settings)
+METRICS = web.AppKey("metrics", Metrics)
+HEALTH = web.AppKey("health", Health)
+CONTEXT = web.AppKey("context", pipeline.Context)
+
+
+class InternalError(WebhookError):
+    """A bug in the webhook while answering a review; details only in the log."""
+
+
+def status_response(
+    http_status: int, message: str, headers: dict[str, str] | None = None
+) -> web.Response:
+    """An HTTP error with a Kubernetes `Status` body, as the API server's own errors look."""
+    body = {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "status": "Failure",
+        "code": http_status,
+        "reason": _reason_phrase(http_status),
+        "message": message,
+    }
+    return web.Response(
+        status=http_status, body=orjson.dumps(body), content_type=JSON, headers=headers
+    )
+
+
+@web.middleware
+async def json_errors(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """aiohttp's own errors (404, 405, 413 ...) as JSON Status bodies with a useful message."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        headers = {"Allow": exc.headers[hdrs.ALLOW]} if hdrs.ALLOW in exc.headers else None
+        if exc.status == 404:
+            message = f"no endpoint {request.path}; this server answers {ENDPOINTS}"
+        elif exc.status == 405:
+            allowed = exc.headers.get(hdrs.ALLOW, "")
+            message = f"method {request.method} is not allowed on {request.path} (use {allowed})"
+        else:
+            message = exc.text or exc.reason
+        return status_response(exc.status, message, headers)
+
+
+async def mutate(request: web.Request) -> web.Response:
+    """POST /mutate: the mutating webhook."""
+    return await _answer(request, "mutate", pipeline.admit)
+
+
+async def validate(request: web.Request) -> web.Response:
+    """POST /validate: the validating webhook (policy on the final pod, injected guard)."""
+    return await _answer(request, "validate", pipeline.validate)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """GET /healthz: the process is alive and its event loop answers."""
+    del request
+    return web.Response(body=b'{"status":"ok"}', content_type=JSON)
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """GET /readyz: certificates and config loaded, and not shutting down."""
+    problems = request.app[HEALTH].problems()
+    if problems:
+        body = orjson.dumps({"status": "not ready", "reasons": problems})
+        return web.Response(status=503, body=body, content_type=JSON)
+    return web.Response(body=b'{"status":"ready"}', content_type=JSON)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """GET /metrics on the plain-HTTP port: Prometheus text format."""
+    body = request.app[METRICS].render()
+    return web.Response(body=body, headers={hdrs.CONTENT_TYPE: CONTENT_TYPE_LATEST})
+
+
+async def _answer(request: web.Request, endpoint: str, step: Step) -> web.Response:
+    app_metrics = request.app[METRICS]
+    started = time.perf_counter()
+    app_metrics.in_flight.inc()
+    try:
+        return await _review(request, endpoint, step, started)
+    finally:
+        app_metrics.in_flight.dec()
+        app_metrics.review_duration.labels(endpoint).observe(time.perf_counter() - started)
+
+
+async def _review(request: web.Request, endpoint: str, step: Step, started: float) -> web.Response:
+    app_metrics = request.app[METRICS]
+    try:
+        body = await _read_body(request)
+        req = review.parse_review(body)
+    except ReviewError as exc:
+        app_metrics.reviews.labels(endpoint, "unknown", "invalid").inc()
+        log.warning(
+            "malformed admission request rejected",
+            extra={"endpoint": endpoint, "status": exc.http_status, "reason": exc.reason},
+        )
+        return status_response(exc.http_status, exc.reason)
+    except Exception:  # a bug in parsing: still a clear HTTP answer, never a dead process
+        app_metrics.reviews.labels(endpoint, "unknown", "error").inc()
+        log.exception("admission request could not be parsed", extra={"endpoint": endpoint})
+        return status_response(400, "the AdmissionReview could not be parsed")
+
+    operation = req.operation if req.operation in OPERATIONS else "other"
+    outcome: str
+    try:
+        decision = await step(req, request.app[CONTEXT])
+        outcome = decision.outcome
+    except Exception:
+        # An internal bug: deny this one pod with a generic message (no details that
+        # could carry anything sensitive), keep serving, and log the traceback.
+        log.exception(
+            "admission review failed with an internal error",
+            extra={"endpoint": endpoint, "uid": req.uid, "namespace": req.namespace},
+        )
+        error = InternalError(
+            f"secret-injector internal error while answering {endpoint} (request uid "
+            f"{req.uid}); the webhook's log has the details"
+        )
+        decision = pipeline.Decision(outcome="denied", denial=error)
+        outcome = "error"
+
+    if decision.denial is not None:
+        answer = review.deny(req.uid, decision.denial, decision.warnings)
+    else:
+        answer = review.allow(req.uid, decision.patch, decision.warnings)
+    app_metrics.reviews.labels(endpoint, operation, outcome).inc()
+    logs.audit(endpoint, req, decision, time.perf_counter() - started, outcome=outcome)
+    _report_unsaved_spcs(request.app[CONTEXT], req, decision)
+    return web.Response(body=review.encode(answer), content_type=JSON)
+
+
+async def _read_body(request: web.Request) -> bytes:
+    """The raw body, within the size limit, if it claims to be JSON; raises ReviewError."""
+    if hdrs.CONTENT_TYPE in request.headers and request.content_type != JSON:
+        raise ReviewError(
+            f"Content-Type must be {JSON} (an AdmissionReview), got {request.content_type}", 415
+        )
+    limit = request.app[SETTINGS].max_body_bytes
+    length = request.content_length
+    if length is not None and length > limit:
+        raise ReviewError(_too_large(length, limit), 413)
+    try:
+        return await request.read()
+    except web.HTTPRequestEntityTooLarge as exc:  # chunked bodies, counted as they arrive
+        raise ReviewError(_too_large(None, limit), 413) from exc
+
+
+def _too_large(length: int | None, limit: int) -> str:
+    size = f" ({length} bytes)" if length is not None else ""
+    return f"request body{size} is larger than the limit of {limit} bytes (maxBodyBytes)"
+
+
+def _report_unsaved_spcs(
+    ctx: pipeline.Context, req: review.AdmissionRequest, decision: pipeline.Decision
+) -> None:
+    """Without a Kubernetes API the SecretProviderClasses are computed and reported only."""
+    if ctx.spc_store is None and decision.allowed and decision.patch and decision.spcs:
+        log.info(
+            "SecretProviderClasses computed, not created (no Kubernetes API configured)",
+            extra={"uid": req.uid, "namespace": req.namespace, "spcs": decision.spcs},
+        )
+
+
+def _reason_phrase(http_status: int) -> str:
+    reasons: dict[int, str] = {
+        400: "BadRequest",
+        404: "NotFound",
+        405: "MethodNotAllowed",
+        413: "RequestEntityTooLarge",
+        415: "UnsupportedMediaType",
+        500: "InternalError",
+        503: "ServiceUnavailable",
+    }
+    return reasons.get(http_status, "Failure")
+
+
+def routes(app: web.Application) -> None:
+    """The TLS listener's routes."""
+    app.router.add_post("/mutate", mutate)
+    app.router.add_post("/validate", validate)
+    app.router.add_get("/healthz", healthz, allow_head=True)
+    app.router.add_get("/readyz", readyz, allow_head=True)
+
+
+def metrics_routes(app: web.Application) -> None:
+    """The plain-HTTP metrics listener's routes."""
+    app.router.add_get("/metrics", metrics, allow_head=True)
