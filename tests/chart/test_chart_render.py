@@ -7,6 +7,7 @@ from typing import Any
 import helm_python
 import kubernetes_validate
 import pytest
+import yaml
 
 from tests.chart.rendering import (
     CHART_DIR,
@@ -162,11 +163,29 @@ def test_chart_service_forwards_443_to_the_webhook_port() -> None:
     assert (metrics["port"], metrics["targetPort"]) == (9090, "metrics")
 
 
-def test_chart_graceful_termination_covers_the_drain() -> None:
-    pod = render().one("Deployment")["spec"]["template"]["spec"]
+@pytest.mark.parametrize(
+    ("values", "pre_stop"),
+    [
+        pytest.param({}, 0, id="own-sigterm-handling"),
+        pytest.param(
+            {"lifecycle": {"preStopSleepSeconds": 5}, "terminationGracePeriodSeconds": 40},
+            5,
+            id="pre-stop-sleep",
+        ),
+    ],
+)
+def test_chart_graceful_termination_covers_the_drain(values: dict[str, Any], pre_stop: int) -> None:
+    rendered = render(values)
+    pod = rendered.one("Deployment")["spec"]["template"]["spec"]
+    listen = yaml.safe_load(rendered.config_text())["listen"]
     (container,) = pod["containers"]
-    sleep = container["lifecycle"]["preStop"]["sleep"]["seconds"]
-    assert pod["terminationGracePeriodSeconds"] > sleep + 20  # + config shutdownTimeoutSeconds
+    if pre_stop:
+        assert container["lifecycle"]["preStop"] == {"sleep": {"seconds": pre_stop}}
+    else:
+        assert "lifecycle" not in container
+        assert listen["shutdownDelaySeconds"] > 0  # readiness fails while endpoints update
+    drain = pre_stop + listen["shutdownDelaySeconds"] + listen["shutdownTimeoutSeconds"]
+    assert pod["terminationGracePeriodSeconds"] > drain
 
 
 def test_chart_config_edits_roll_the_pods() -> None:
