@@ -37,5 +37,11 @@ lint: $(STAMP)  ## ruff and mypy --strict
 
 check: lint test  ## What CI runs, and lint
 
+bench: $(STAMP)  ## Benchmark the webhook against the bare aiohttp floor (BENCH_QUICK=1: 1-minute smoke run)
+	BENCH_QUICK=$(BENCH_QUICK) $(BIN)/python -m bench
+
+soak: $(STAMP)  ## Soak test: 10 min at half the max throughput, mixed reviews, then a 5x burst
+	$(BIN)/python -m bench.soak
+
 clean:  ## Remove the virtualenv and caches
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache certs/dev

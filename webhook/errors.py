@@ -69,5 +69,19 @@ class BackendUnavailableError(WebhookError):
     reason = "ServiceUnavailable"
 
 
+class KubernetesError(WebhookError):
+    """The Kubernetes API refused an object the webhook needs (a SecretProviderClass)."""
+
+    code = 500
+    reason = "InternalError"
+
+
+class KubernetesUnavailableError(KubernetesError):
+    """The Kubernetes API did not answer in time, failed, or refused the webhook's identity."""
+
+    code = 503
+    reason = "ServiceUnavailable"
+
+
 class ConfigError(Exception):
     """A config or policy file is invalid; the message names the file, key and line."""

@@ -54,6 +54,13 @@ class Metrics:
             ["rule", "action"],
             registry=r,
         )
+        self.policy_reloads = Counter(
+            "secret_injector_policy_reloads",
+            "Policy file changes seen, by result (applied; rejected: the file is broken and "
+            "the previous policy stays in force).",
+            ["result"],
+            registry=r,
+        )
         self.backend_requests = Counter(
             "secret_injector_backend_requests",
             "Metadata calls to secret backends, by backend (vault, aws-sm, aws-ssm) and result "

@@ -8,12 +8,13 @@ Every step but verification and SPC creation is pure; those two await through th
 in `Context` (None when the deployment has no backend or no Kubernetes API).
 """
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from webhook import annotations, mutation, policy, providers
 from webhook.errors import PolicyError, WebhookError
+from webhook.metrics import Metrics
 from webhook.refs import PodInjection
 from webhook.review import AdmissionRequest, PatchOp
 from webhook.settings import Settings
@@ -33,7 +34,15 @@ class Verifier(Protocol):
 class SpcStore(Protocol):
     """Creates SecretProviderClasses if absent. See webhook/kube.py."""
 
-    async def ensure(self, namespace: str, spcs: Sequence[dict[str, Any]]) -> None: ...
+    async def ensure(
+        self,
+        namespace: str,
+        spcs: Sequence[dict[str, Any]],
+        owner: Mapping[str, Any] | None = None,
+    ) -> None:
+        """`owner`: the pod's controller (ownerReference), made an owner of the SPCs so the
+        cluster's garbage collector deletes them with their last user."""
+        ...
 
 
 @dataclass(slots=True)
@@ -44,6 +53,7 @@ class Context:
     policy: policy.Policy
     verifier: Verifier | None = None
     spc_store: SpcStore | None = None
+    metrics: Metrics | None = None  # counts policy violations when set
 
 
 @dataclass(slots=True)
@@ -93,7 +103,7 @@ async def admit(req: AdmissionRequest, ctx: Context) -> Decision:
         decision.spcs = [spc.body for spc in plan]
         decision.patch = mutation.build_patch(req.pod, pod, plan, ctx.settings)
         if decision.patch and ctx.spc_store is not None and not req.dry_run:
-            await ctx.spc_store.ensure(req.namespace, decision.spcs)
+            await ctx.spc_store.ensure(req.namespace, decision.spcs, _controller(req.pod))
     except WebhookError as error:
         return _deny(error, decision)
     if decision.patch:
@@ -122,11 +132,24 @@ async def validate(req: AdmissionRequest, ctx: Context) -> Decision:
     return decision
 
 
+def _controller(pod: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The pod's controlling ownerReference (ReplicaSet, Job, ...), when it is complete."""
+    for ref in pod.get("metadata", {}).get("ownerReferences") or []:
+        if isinstance(ref, dict) and ref.get("controller") is True:
+            fields = {k: ref.get(k) for k in ("apiVersion", "kind", "name", "uid")}
+            if all(isinstance(v, str) and v for v in fields.values()):
+                return fields
+    return None
+
+
 def _apply_policy(
     req: AdmissionRequest, pod: PodInjection | None, ctx: Context, stage: Stage, decision: Decision
 ) -> None:
     """Run the policy; warnings join the decision, denials raise one PolicyError."""
     violations = policy.check(req, pod, ctx.policy, stage)
+    if ctx.metrics is not None:
+        for v in violations:
+            ctx.metrics.violations.labels(v.rule, v.action).inc()
     decision.violations = [v.line for v in violations]
     decision.warnings += [v.line for v in violations if v.action == "warn"]
     denials = [v.line for v in violations if v.action == "deny"]

@@ -1,16 +1,68 @@
 """SecretProviderClass objects for the vault and aws CSI providers. No I/O.
 
-INTERIM STUB: replaced by the core-language work (issue #2) within this session.
+One SecretProviderClass (SPC) per CSI provider the pod uses (`vault` for vault:, `aws` for
+aws-sm: and aws-ssm:), in the pod's namespace, named by a hash of its content: the same
+annotations give the same SPC, which pods then share. Each SPC becomes one CSI volume
+mounted at `<mount-path>/<provider>`, so `file.<name>` is always the file
+`<mount-path>/<provider>/<name>`, whatever the other annotations say.
+
+`env.<NAME>` needs a file too: the CSI driver fills the synced Secret from the files of the
+mount (secrets-store-csi-driver pkg/secretutil GetSecretData looks `objectName` up among the
+mounted files). A reference that is also delivered as a file shares that file; otherwise
+the value lands in a hidden file `.secret-injector.env.<NAME>` (names starting with
+`.secret-injector` are reserved: annotations.RESERVED_FILE_PREFIX). The synced Secret is
+named after the SPC, with one key per variable.
+
+Parameters follow what the providers read:
+- hashicorp/vault-csi-provider internal/config/config.go parseParameters: `roleName`,
+  `vaultAddress`, `vaultNamespace`, `vaultKubernetesMountPath`, and `objects`, a YAML list of
+  {objectName, secretPath, secretKey}; objectNames must be unique within an SPC (validate()).
+  A KV v2 version is pinned with a query on secretPath, `secret/data/app/db?version=3`:
+  internal/client/client.go generateSecretRequest splits secretPath at '?' and sends the
+  query parameters with the read.
+- aws/secrets-store-csi-driver-provider-aws provider/secret_descriptor.go SecretDescriptor:
+  `objectName`, `objectType` (secretsmanager | ssmparameter), `objectAlias` (the file name),
+  `objectVersion` (version id), `objectVersionLabel` (stage), `jmesPath` [{path,
+  objectAlias}]; server/server.go reads `region` and `objects`. The provider always writes
+  the whole secret under objectAlias and each jmesPath result under its own alias
+  (provider/secrets_manager_provider.go fetchSecretManagerValueWithClient); aliases must be
+  unique (NewSecretDescriptorList). So all keys of one secret version hang off one entry as
+  jmesPath items (one GetSecretValue), the whole secret taking a user's file name or a
+  hidden one. JSON keys are written as JMESPath quoted identifiers (`"db-password"`), which
+  take any key literally.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+import json
+import posixpath
+from dataclasses import dataclass, field
 from typing import Any
 
-from webhook.refs import PodInjection, Provider
+import yaml
+
+from webhook.annotations import RESERVED_FILE_PREFIX, arn_region_of
+from webhook.refs import (
+    AwsParameterRef,
+    AwsSecretRef,
+    Injection,
+    PodInjection,
+    Provider,
+    SecretRef,
+    VaultRef,
+)
 from webhook.review import AdmissionRequest
 from webhook.settings import Settings
+
+API_VERSION = "secrets-store.csi.x-k8s.io/v1"
+KIND = "SecretProviderClass"
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+MANAGED_BY = "secret-injector"
+NAME_PREFIX = "secret-injector-"  # SPCs, synced Secrets and pod volumes we add
+ENV_FILE_PREFIX = RESERVED_FILE_PREFIX + ".env."
+SECRET_FILE_PREFIX = RESERVED_FILE_PREFIX + ".secret."
+HASH_LENGTH = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,4 +78,185 @@ class SpcPlan:
 
 
 def plan(req: AdmissionRequest, pod: PodInjection, settings: Settings) -> list[SpcPlan]:
-    raise NotImplementedError
+    """The SPCs an opted-in pod needs, one per CSI provider, in a stable order."""
+    plans = []
+    for provider in pod.providers:
+        layout = _layout([i for i in pod.injections if i.ref.provider == provider])
+        if provider == "vault":
+            parameters = _vault_parameters(req, pod, settings, layout)
+        else:
+            parameters = _aws_parameters(pod, settings, layout)
+        plans.append(_spc(req.namespace, provider, parameters, layout, pod.mount_path))
+    return plans
+
+
+def file_path(pod: PodInjection, injection: Injection) -> str:
+    """Where the file of a `file.<name>` annotation appears in the receiving containers."""
+    return posixpath.join(pod.mount_path, injection.ref.provider, injection.target)
+
+
+def vault_role(req: AdmissionRequest, pod: PodInjection, settings: Settings) -> str:
+    """The `vault-role` annotation, else the configured default with its placeholders filled."""
+    if pod.vault_role is not None:
+        return pod.vault_role
+    template = settings.providers.vault.default_role
+    return template.replace("{namespace}", req.namespace).replace(
+        "{serviceAccount}", req.service_account
+    )
+
+
+def aws_region(pod: PodInjection, settings: Settings) -> str | None:
+    """The region AWS secrets mount from: annotation, config, else the region of the ARNs.
+
+    None leaves it to the provider (the node's topology.kubernetes.io/region label).
+    annotations.parse has already refused ARNs that disagree with this region or each other.
+    """
+    if pod.aws_region is not None:
+        return pod.aws_region
+    if settings.providers.aws.region is not None:
+        return settings.providers.aws.region
+    regions = [r for i in pod.injections if (r := arn_region_of(i.ref)) is not None]
+    return regions[0] if regions else None
+
+
+@dataclass(slots=True)
+class _Layout:
+    """The files of one provider's mount, and which file backs each env var."""
+
+    files: list[tuple[str, SecretRef]] = field(default_factory=list)  # (file name, ref)
+    env: list[tuple[str, str]] = field(default_factory=list)  # (ENV_NAME, file name)
+
+
+def _layout(injections: list[Injection]) -> _Layout:
+    layout = _Layout()
+    backing: dict[SecretRef, str] = {}  # the first file that holds each reference
+    for injection in injections:
+        if injection.delivery == "file":
+            layout.files.append((injection.target, injection.ref))
+            backing.setdefault(injection.ref, injection.target)
+    for injection in injections:
+        if injection.delivery == "env":
+            name = backing.get(injection.ref)
+            if name is None:
+                name = backing[injection.ref] = ENV_FILE_PREFIX + injection.target
+                layout.files.append((name, injection.ref))
+            layout.env.append((injection.target, name))
+    return layout
+
+
+def _vault_parameters(
+    req: AdmissionRequest, pod: PodInjection, settings: Settings, layout: _Layout
+) -> dict[str, str]:
+    vault = settings.providers.vault
+    objects = []
+    for name, ref in layout.files:
+        assert isinstance(ref, VaultRef)
+        path = ref.path if ref.version is None else f"{ref.path}?version={ref.version}"
+        objects.append({"objectName": name, "secretPath": path, "secretKey": ref.key})
+    parameters = {"roleName": vault_role(req, pod, settings)}
+    if vault.address:  # else the provider's -vault-addr flag / VAULT_ADDR
+        parameters["vaultAddress"] = vault.address
+    parameters["vaultKubernetesMountPath"] = vault.auth_mount_path
+    if vault.namespace:
+        parameters["vaultNamespace"] = vault.namespace
+    parameters["objects"] = _yaml(objects)
+    return parameters
+
+
+@dataclass(slots=True)
+class _SecretVersion:
+    """The files one Secrets Manager secret version fills: whole, and per JSON key."""
+
+    whole: list[str] = field(default_factory=list)
+    keys: list[tuple[str, str]] = field(default_factory=list)  # (json key, file name)
+
+
+def _aws_parameters(pod: PodInjection, settings: Settings, layout: _Layout) -> dict[str, str]:
+    secrets: dict[tuple[str, str | None, str | None], _SecretVersion] = {}
+    parameters_files: list[tuple[str, AwsParameterRef]] = []
+    for name, ref in layout.files:
+        if isinstance(ref, AwsSecretRef):
+            version = secrets.setdefault(
+                (ref.name, ref.version_stage, ref.version_id), _SecretVersion()
+            )
+            if ref.json_key is None:
+                version.whole.append(name)
+            else:
+                version.keys.append((ref.json_key, name))
+        else:
+            assert isinstance(ref, AwsParameterRef)
+            parameters_files.append((name, ref))
+    objects: list[dict[str, Any]] = []
+    for (secret, stage, version_id), version in secrets.items():
+        base: dict[str, Any] = {"objectName": secret, "objectType": "secretsmanager"}
+        if stage is not None:
+            base["objectVersionLabel"] = stage
+        if version_id is not None:
+            base["objectVersion"] = version_id
+        if version.whole:
+            alias = version.whole[0]
+        else:  # only keys asked for: the provider still writes the whole secret somewhere
+            alias = SECRET_FILE_PREFIX + _digest([secret, stage, version_id])[:HASH_LENGTH]
+        entry = {**base, "objectAlias": alias}
+        if version.keys:
+            entry["jmesPath"] = [
+                {"path": json.dumps(key), "objectAlias": name} for key, name in version.keys
+            ]
+        objects.append(entry)
+        objects += [{**base, "objectAlias": name} for name in version.whole[1:]]
+    for name, parameter in parameters_files:
+        objects.append(
+            {"objectName": parameter.name, "objectType": "ssmparameter", "objectAlias": name}
+        )
+    parameters: dict[str, str] = {}
+    region = aws_region(pod, settings)
+    if region is not None:
+        parameters["region"] = region
+    parameters["objects"] = _yaml(objects)
+    return parameters
+
+
+def _spc(
+    namespace: str,
+    provider: Provider,
+    parameters: dict[str, str],
+    layout: _Layout,
+    mount_path: str,
+) -> SpcPlan:
+    env = sorted(layout.env)
+    name = f"{NAME_PREFIX}{provider}-{_digest([provider, parameters, env])[:HASH_LENGTH]}"
+    labels = {MANAGED_BY_LABEL: MANAGED_BY}
+    spec: dict[str, Any] = {"provider": provider, "parameters": parameters}
+    if env:
+        spec["secretObjects"] = [
+            {
+                "secretName": name,
+                "type": "Opaque",
+                "labels": dict(labels),
+                "data": [{"objectName": file, "key": var} for var, file in env],
+            }
+        ]
+    body = {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "metadata": {"name": name, "namespace": namespace, "labels": labels},
+        "spec": spec,
+    }
+    return SpcPlan(
+        provider=provider,
+        name=name,
+        body=body,
+        volume_name=NAME_PREFIX + provider,
+        mount_path=posixpath.join(mount_path, provider),
+        env=tuple((var, var) for var, _ in env),
+    )
+
+
+def _yaml(objects: list[dict[str, Any]]) -> str:
+    """The `objects` parameter: a YAML list in a string (SPC parameters are all strings)."""
+    return yaml.safe_dump(objects, sort_keys=False, default_flow_style=False, width=1 << 16)
+
+
+def _digest(content: Any) -> str:
+    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()

@@ -35,11 +35,47 @@ class Listen:
 
 
 @dataclass(frozen=True, slots=True)
+class SelfManagedTls:
+    """The self-managed CA (webhook/selfsigned.py): one CA and serving certificate in a
+    Secret shared by every replica, written to certFile/keyFile, caBundle kept in sync."""
+
+    enabled: bool = False
+    secret_name: str = "secret-injector-tls"
+    # None: the pod's namespace (POD_NAMESPACE, else the service account's namespace file).
+    namespace: str | None = None
+    # The Service the API server calls; the certificate names <svc>, <svc>.<ns>, <svc>.<ns>.svc
+    # and <svc>.<ns>.svc.cluster.local.
+    service_name: str = "secret-injector"
+    # Webhook configurations (by name) whose webhooks get our CA as clientConfig.caBundle.
+    mutating_webhook_configurations: tuple[str, ...] = ()
+    validating_webhook_configurations: tuple[str, ...] = ()
+    validity_days: int = 90
+    renew_before_days: int = 30
+    ca_validity_days: int = 3650
+    # A new CA joins the bundle this long before the old one ends; both stay trusted meanwhile.
+    ca_renew_before_days: int = 365
+    # How often each replica re-reads the Secret, renews when due and re-checks caBundle.
+    check_interval_seconds: float = 300.0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.renew_before_days < self.validity_days:
+            raise ValueError("selfManaged: renewBeforeDays must be between 0 and validityDays")
+        if not self.renew_before_days < self.ca_renew_before_days < self.ca_validity_days:
+            raise ValueError(
+                "selfManaged: caRenewBeforeDays must be above renewBeforeDays and below "
+                "caValidityDays (a serving certificate never outlives its CA)"
+            )
+        if self.check_interval_seconds <= 0:
+            raise ValueError("selfManaged: checkIntervalSeconds must be positive")
+
+
+@dataclass(frozen=True, slots=True)
 class Tls:
     cert_file: str = "/etc/secret-injector/tls/tls.crt"
     key_file: str = "/etc/secret-injector/tls/tls.key"
     # Mounted Secrets change by symlink swap, without inotify events: poll.
     reload_interval_seconds: float = 5.0
+    self_managed: SelfManagedTls = field(default_factory=SelfManagedTls)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +131,8 @@ class Verify:
     # Circuit breaker: this many consecutive failures open it for resetSeconds.
     breaker_failures: int = 5
     breaker_reset_seconds: float = 10.0
+    # Backend calls in flight at once (each blocks a thread); more wait within the deadline.
+    max_concurrent_calls: int = 16
 
     def __post_init__(self) -> None:
         if not 0 < self.timeout_seconds <= 10:
@@ -103,6 +141,12 @@ class Verify:
             raise ValueError("cache TTLs must not be negative")
         if self.cache_max_entries < 1:
             raise ValueError("cacheMaxEntries must be at least 1")
+        if self.breaker_failures < 1:
+            raise ValueError("breakerFailures must be at least 1")
+        if self.breaker_reset_seconds <= 0:
+            raise ValueError("breakerResetSeconds must be positive")
+        if self.max_concurrent_calls < 1:
+            raise ValueError("maxConcurrentCalls must be at least 1")
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +156,16 @@ class Kubernetes:
     timeout_seconds: float = 2.0
     # None: in-cluster config, else ~/.kube/config; unreachable: SPCs are only reported.
     kubeconfig: str | None = None
+    # SPCs known to exist (per owner) skip the API call for this long; bounds how long an
+    # SPC deleted behind our back stays missing for new pods.
+    cache_ttl_seconds: float = 120.0
+    cache_max_entries: int = 10_000
+
+    def __post_init__(self) -> None:
+        if not 0 < self.timeout_seconds <= 10:
+            raise ValueError(f"timeoutSeconds must be in (0, 10], got {self.timeout_seconds}")
+        if self.cache_ttl_seconds < 0 or self.cache_max_entries < 1:
+            raise ValueError("cacheTTLSeconds must not be negative, cacheMaxEntries at least 1")
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,256 @@
+"""The chart renders for every value set, lints clean and yields valid Kubernetes objects."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import helm_python
+import kubernetes_validate
+import pytest
+
+from tests.chart.rendering import (
+    CHART_DIR,
+    CRD_KINDS,
+    FULLNAME,
+    NAMESPACE,
+    VALUE_SETS,
+    Rendered,
+    render,
+)
+
+KUBERNETES_VERSIONS = ["1.30.0", kubernetes_validate.latest_version()]
+
+# Cluster-scoped kinds; every other object must land in the release namespace.
+CLUSTER_SCOPED = {
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "MutatingWebhookConfiguration",
+    "ValidatingWebhookConfiguration",
+}
+
+value_sets = pytest.mark.parametrize(
+    "values", [pytest.param(v, id=name) for name, v in VALUE_SETS.items()]
+)
+
+
+def builtin_objects(rendered: Rendered) -> list[dict[str, Any]]:
+    return [o for o in rendered.objects if (o["apiVersion"], o["kind"]) not in CRD_KINDS]
+
+
+@value_sets
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+def test_chart_objects_validate_strictly(values: dict[str, Any], version: str) -> None:
+    for obj in builtin_objects(render(values)):
+        try:
+            kubernetes_validate.validate(obj, version, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            name = f"{obj['kind']}/{obj['metadata']['name']}"
+            pytest.fail(f"{name} is invalid for Kubernetes {version}: {exc.message}")
+
+
+@value_sets
+def test_chart_crd_objects_have_their_basic_shape(values: dict[str, Any]) -> None:
+    for obj in render(values).objects:
+        if (obj["apiVersion"], obj["kind"]) not in CRD_KINDS:
+            continue
+        assert set(obj) == {"apiVersion", "kind", "metadata", "spec"}, obj["kind"]
+        assert obj["metadata"]["namespace"] in {NAMESPACE, "grafana"}
+        assert obj["metadata"]["labels"]["app.kubernetes.io/instance"] == "sec"
+        assert isinstance(obj["spec"], dict) and obj["spec"]
+
+
+@value_sets
+def test_chart_objects_are_labelled_and_namespaced(values: dict[str, Any]) -> None:
+    rendered = render(values)
+    names = [(o["kind"], o["metadata"]["name"]) for o in rendered.objects]
+    assert len(names) == len(set(names)), "duplicate objects"
+    for obj in rendered.objects:
+        meta = obj["metadata"]
+        assert meta["labels"]["app.kubernetes.io/name"] == "secret-injector"
+        assert meta["labels"]["app.kubernetes.io/managed-by"] == "Helm"
+        if obj["kind"] in CLUSTER_SCOPED:
+            assert "namespace" not in meta, obj["kind"]
+        elif obj["kind"] != "ConfigMap" or not meta["name"].endswith("-dashboard"):
+            assert meta["namespace"] == NAMESPACE, obj["kind"]
+
+
+@pytest.mark.parametrize(
+    ("values", "present", "absent"),
+    [
+        pytest.param(
+            {},
+            {"Certificate", "Issuer", "PodDisruptionBudget", "ValidatingWebhookConfiguration"},
+            {
+                "HorizontalPodAutoscaler",
+                "NetworkPolicy",
+                "ServiceMonitor",
+                "PrometheusRule",
+                "Role",
+            },
+            id="defaults",
+        ),
+        pytest.param(
+            VALUE_SETS["tls-existing-secret"],
+            set(),
+            {"Certificate", "Issuer", "Role"},
+            id="existing",
+        ),
+        pytest.param(
+            VALUE_SETS["tls-self-managed"], {"Role", "RoleBinding"}, {"Certificate"}, id="self"
+        ),
+        pytest.param(VALUE_SETS["hpa"], {"HorizontalPodAutoscaler"}, set(), id="hpa"),
+        pytest.param(VALUE_SETS["network-policy"], {"NetworkPolicy"}, set(), id="netpol"),
+        pytest.param(
+            VALUE_SETS["monitoring"], {"ServiceMonitor", "PrometheusRule"}, set(), id="monitoring"
+        ),
+        pytest.param(
+            {"podDisruptionBudget": {"enabled": False}}, set(), {"PodDisruptionBudget"}, id="no-pdb"
+        ),
+    ],
+)
+def test_chart_optional_objects_follow_values(
+    values: dict[str, Any], present: set[str], absent: set[str]
+) -> None:
+    kinds = render(values).kinds()
+    assert present <= kinds
+    assert not absent & kinds
+
+
+def test_chart_hpa_replaces_the_replica_count() -> None:
+    rendered = render(VALUE_SETS["hpa"])
+    assert "replicas" not in rendered.one("Deployment")["spec"]
+    hpa = rendered.one("HorizontalPodAutoscaler")["spec"]
+    assert (hpa["minReplicas"], hpa["maxReplicas"]) == (3, 8)
+    assert hpa["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": FULLNAME,
+    }
+
+
+def test_chart_default_deployment_is_highly_available() -> None:
+    rendered = render()
+    spec = rendered.one("Deployment")["spec"]
+    assert spec["replicas"] >= 2
+    assert spec["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    pod = spec["template"]["spec"]
+    keys = {c["topologyKey"] for c in pod["topologySpreadConstraints"]}
+    assert keys == {"kubernetes.io/hostname", "topology.kubernetes.io/zone"}
+    for constraint in pod["topologySpreadConstraints"]:
+        assert constraint["labelSelector"]["matchLabels"] == spec["selector"]["matchLabels"]
+    pdb = rendered.one("PodDisruptionBudget")["spec"]
+    assert 0 < pdb["minAvailable"] < spec["replicas"]
+    assert pdb["selector"] == spec["selector"]
+
+
+def test_chart_probes_use_https_on_the_webhook_port() -> None:
+    container = render().container()
+    assert {p["name"]: p["containerPort"] for p in container["ports"]} == {
+        "https": 8443,
+        "metrics": 9090,
+    }
+    for probe, path in (("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")):
+        http = container[probe]["httpGet"]
+        assert (http["path"], http["port"], http["scheme"]) == (path, "https", "HTTPS")
+
+
+def test_chart_service_forwards_443_to_the_webhook_port() -> None:
+    rendered = render()
+    (port,) = rendered.one("Service", FULLNAME)["spec"]["ports"]
+    assert (port["port"], port["targetPort"]) == (443, "https")
+    (metrics,) = rendered.one("Service", f"{FULLNAME}-metrics")["spec"]["ports"]
+    assert (metrics["port"], metrics["targetPort"]) == (9090, "metrics")
+
+
+def test_chart_graceful_termination_covers_the_drain() -> None:
+    pod = render().one("Deployment")["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    sleep = container["lifecycle"]["preStop"]["sleep"]["seconds"]
+    assert pod["terminationGracePeriodSeconds"] > sleep + 20  # + config shutdownTimeoutSeconds
+
+
+def test_chart_config_edits_roll_the_pods() -> None:
+    def checksum(values: dict[str, Any]) -> str:
+        meta = render(values).one("Deployment")["spec"]["template"]["metadata"]
+        value: str = meta["annotations"]["checksum/config"]
+        return value
+
+    base = checksum({})
+    assert len(base) == 64
+    assert checksum({"config": {"logging": {"level": "debug"}}}) != base
+    # The policy file is reloaded live: editing it must not restart the webhook.
+    assert checksum({"policy": {"mode": "audit"}}) == base
+
+
+@pytest.mark.parametrize(
+    ("values", "mounts"),
+    [
+        pytest.param({}, {"config", "policy", "tls", "tmp"}, id="defaults"),
+        pytest.param(
+            VALUE_SETS["vault-approle"],
+            {"config", "policy", "tls", "tmp", "vault-ca", "vault-credentials"},
+            id="vault-files",
+        ),
+    ],
+)
+def test_chart_mounts_only_what_it_needs(values: dict[str, Any], mounts: set[str]) -> None:
+    rendered = render(values)
+    pod = rendered.one("Deployment")["spec"]["template"]["spec"]
+    assert {v["name"] for v in pod["volumes"]} == mounts
+    assert {m["name"] for m in rendered.container()["volumeMounts"]} == mounts
+
+
+def test_chart_existing_secret_mounts_that_secret_read_only() -> None:
+    rendered = render(VALUE_SETS["tls-existing-secret"])
+    pod = rendered.one("Deployment")["spec"]["template"]["spec"]
+    (tls,) = [v for v in pod["volumes"] if v["name"] == "tls"]
+    assert tls["secret"] == {"secretName": "webhook-tls", "defaultMode": 0o440}
+    (mount,) = [m for m in rendered.container()["volumeMounts"] if m["name"] == "tls"]
+    assert mount["readOnly"] is True
+
+
+def test_chart_self_managed_writes_certificates_to_memory() -> None:
+    rendered = render(VALUE_SETS["tls-self-managed"])
+    pod = rendered.one("Deployment")["spec"]["template"]["spec"]
+    (tls,) = [v for v in pod["volumes"] if v["name"] == "tls"]
+    assert tls["emptyDir"]["medium"] == "Memory"
+    assert not any(v.get("secret") for v in pod["volumes"])
+
+
+def test_chart_cert_manager_certificate_names_the_service() -> None:
+    rendered = render()
+    cert = rendered.one("Certificate", f"{FULLNAME}-serving")["spec"]
+    assert cert["dnsNames"] == [FULLNAME, f"{FULLNAME}.{NAMESPACE}", f"{FULLNAME}.{NAMESPACE}.svc"]
+    assert cert["secretName"] == f"{FULLNAME}-tls"
+    assert cert["issuerRef"]["name"] == f"{FULLNAME}-ca"
+    ca = rendered.one("Certificate", f"{FULLNAME}-ca")["spec"]
+    assert ca["isCA"] is True
+    issuer = render(VALUE_SETS["tls-cert-manager-issuer"]).one("Certificate")["spec"]["issuerRef"]
+    assert issuer == {"name": "corp-ca", "kind": "ClusterIssuer", "group": "cert-manager.io"}
+
+
+def test_chart_never_generates_certificates() -> None:
+    for template in CHART_DIR.joinpath("templates").iterdir():
+        text = template.read_text()
+        for function in ("genCA", "genSelfSignedCert", "genSignedCert", "genPrivateKey"):
+            assert function not in text, f"{template.name} uses {function}"
+    for name, values in VALUE_SETS.items():
+        for obj in render(values).objects:
+            if obj["kind"] == "Secret":
+                pytest.fail(f"{name}: the chart renders a Secret")
+
+
+def test_chart_notes_tell_how_to_opt_in() -> None:
+    notes = render(VALUE_SETS["custom-prefix"]).notes
+    assert 'secrets.example.com/inject: "true"' in notes
+    assert "secrets.example.com/file." in notes
+    assert "8443" in notes  # the private-cluster firewall note
+
+
+@value_sets
+def test_chart_lints_clean_in_strict_mode(values: dict[str, Any]) -> None:
+    report = helm_python.lint(
+        CHART_DIR, values, strict=True, namespace=NAMESPACE, kube_version="v1.30.0"
+    )
+    assert report["errors"] == []
+    assert report["messages"] == []

@@ -1,0 +1,168 @@
+"""Recognise secrets written in plain text: secret-like env var names, known credential formats.
+
+Both functions say *that* something looks secret and, for values, which format it looks
+like; neither returns any part of the value, so nothing downstream can echo it.
+
+Names are split into words (`DB_PASSWORD`, `dbPassword`, `db.password` -> DB PASSWORD).
+A name is secret-like when a word (PASSWORD, TOKEN, ...) or a pair (API KEY, PRIVATE KEY,
+...) says so, unless a later word says the variable is *about* a secret rather than the
+secret itself: `POSTGRES_PASSWORD_FILE`, `TOKEN_URL`, `SECRET_NAME`, `PASSWORD_MIN_LENGTH`.
+
+Value formats are the high-precision ones (fixed prefixes and shapes), so ordinary values
+(URLs without a password, UUIDs, digests, base64 blobs) never match: there is no entropy
+guessing.
+"""
+
+from __future__ import annotations
+
+import re
+
+SECRET_WORDS = frozenset(
+    {
+        "PASSWORD",
+        "PASSWD",
+        "PASSPHRASE",
+        "SECRET",
+        "SECRETS",
+        "TOKEN",
+        "TOKENS",
+        "APIKEY",
+        "CREDENTIAL",
+        "CREDENTIALS",
+        "PRIVATEKEY",
+    }
+)
+SECRET_PAIRS = frozenset(
+    {
+        ("API", "KEY"),
+        ("ACCESS", "KEY"),
+        ("PRIVATE", "KEY"),
+        ("AUTH", "KEY"),
+        ("SIGNING", "KEY"),
+        ("ENCRYPTION", "KEY"),
+        ("MASTER", "KEY"),
+        ("HMAC", "KEY"),
+        ("LICENSE", "KEY"),
+        ("SESSION", "KEY"),
+    }
+)
+# A word after the secret word that makes the variable metadata about a secret.
+ABOUT_WORDS = frozenset(
+    {
+        "ALG",
+        "ALGORITHM",
+        "ARN",
+        "AUDIENCE",
+        "BACKEND",
+        "COUNT",
+        "DIR",
+        "ENABLED",
+        "ENDPOINT",
+        "EXPIRATION",
+        "EXPIRES",
+        "EXPIRY",
+        "FIELD",
+        "FILE",
+        "FILENAME",
+        "FORMAT",
+        "HEADER",
+        "HOST",
+        "INTERVAL",
+        "ISSUER",
+        "KIND",
+        "LEN",
+        "LENGTH",
+        "LIFETIME",
+        "LIMIT",
+        "LOCATION",
+        "MODE",
+        "MOUNT",
+        "NAME",
+        "PATH",
+        "POLICY",
+        "PORT",
+        "PREFIX",
+        "PROVIDER",
+        "REF",
+        "REFRESH",
+        "REQUIRED",
+        "ROTATION",
+        "SCOPE",
+        "SCOPES",
+        "SECONDS",
+        "SIZE",
+        "SOURCE",
+        "STORE",
+        "TIMEOUT",
+        "TTL",
+        "TYPE",
+        "URI",
+        "URL",
+        "VERSION",
+    }
+)
+# Literal values that are switches or placeholders, not secrets.
+NOT_SECRET_VALUES = frozenset(
+    {"", "true", "false", "yes", "no", "on", "off", "enabled", "disabled", "none", "null", "nil"}
+)
+
+_WORDS = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|[0-9]+")
+# Kubernetes dependent variables `$(NAME)` and shell/template placeholders `${NAME}`.
+_REFERENCE = re.compile(r"\$\([A-Za-z_][A-Za-z0-9_]*\)|\$\{[A-Za-z_][A-Za-z0-9_]*\}")
+_URL_PASSWORD = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@?#]*:([^/\s@?#]+)@")
+
+# (what it looks like, pattern). Sources: AWS IAM identifiers (access key id prefixes),
+# RFC 7468 (PEM labels), RFC 7519 (JWT: base64url JSON header and payload start `eyJ`),
+# RFC 3986 (userinfo), and the token prefixes GitHub, Slack, Stripe and Google publish.
+VALUE_FORMATS: tuple[tuple[str, re.Pattern[str]], ...] = (
+    ("a PEM private key", re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----")),
+    (
+        "an AWS access key id",
+        re.compile(r"(?<![A-Z0-9])(?:A3T[A-Z0-9]|AKIA|ASIA|ABIA|ACCA)[A-Z2-7]{16}(?![A-Z0-9])"),
+    ),
+    ("a JWT", re.compile(r"(?<![A-Za-z0-9_-])eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.")),
+    (
+        "a GitHub token",
+        re.compile(r"(?<![A-Za-z0-9])(?:gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{40,})"),
+    ),
+    ("a Slack token", re.compile(r"(?<![A-Za-z0-9])xox[abposr]-[A-Za-z0-9-]{10,}")),
+    ("a Stripe live key", re.compile(r"(?<![A-Za-z0-9])[rs]k_live_[A-Za-z0-9]{16,}")),
+    ("a Google API key", re.compile(r"(?<![A-Za-z0-9])AIza[0-9A-Za-z_-]{35}(?![0-9A-Za-z_-])")),
+)
+
+
+def words(name: str) -> list[str]:
+    """`dbPassword` -> [DB, PASSWORD]; `AWS_SECRET_ACCESS_KEY` -> [AWS, SECRET, ACCESS, KEY]."""
+    return [word.upper() for word in _WORDS.findall(name)]
+
+
+def is_secret_name(name: str) -> bool:
+    """Whether an env var of this name would hold a secret."""
+    parts = words(name)
+    last = -1
+    for index, word in enumerate(parts):
+        pair = (parts[index - 1], word) if index > 0 else None
+        if word in SECRET_WORDS or pair in SECRET_PAIRS:
+            last = index
+    if last < 0:
+        return False
+    return not any(word in ABOUT_WORDS for word in parts[last + 1 :])
+
+
+def is_placeholder(value: str) -> bool:
+    """A switch (`true`), an empty value, or only `$(VAR)` references: no secret in it."""
+    if value.strip().lower() in NOT_SECRET_VALUES:
+        return True
+    rest = _REFERENCE.sub("", value)
+    return rest != value and not any(c.isalnum() for c in rest)
+
+
+def secret_format(value: str) -> str | None:
+    """The known credential format `value` contains ("a JWT"), or None."""
+    for description, pattern in VALUE_FORMATS:
+        if pattern.search(value):
+            return description
+    for match in _URL_PASSWORD.finditer(value):
+        if not _REFERENCE.fullmatch(match.group(1)):
+            return "a URL with a password"
+    return None

@@ -1,0 +1,206 @@
+"""Verification: every reference of a pod checked for existence, metadata only, in time.
+
+Config `verify`: `off` (no verifier), `warn` (a missing secret is an AdmissionResponse
+warning) or `enforce` (a denial). A backend that cannot answer (down, slow, refusing the
+webhook's identity) is handled per `onBackendError`: `warn` or `deny`. The whole review's
+checks run concurrently under one deadline (`timeoutSeconds`), through a bounded TTL cache
+shared by concurrent reviews (one backend call per reference however many pods ask at
+once) and a circuit breaker per backend. Every line names the annotation and the reference:
+
+    secret-injector.io/env.DB_PASSWORD: vault:secret/data/prod/db#password: secret not found
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Final
+
+import boto3
+
+from webhook.backends import Backend, BackendError, BackendName, Existence, Lookup, lookup_for
+from webhook.backends.aws import AwsClients, ParameterStoreBackend, SecretsManagerBackend
+from webhook.backends.breaker import CircuitBreaker
+from webhook.backends.cache import ExistenceCache
+from webhook.backends.vault import VaultBackend
+from webhook.errors import BackendUnavailableError, SecretNotFoundError
+from webhook.metrics import Metrics
+from webhook.refs import Injection, PodInjection
+from webhook.review import AdmissionRequest
+from webhook.settings import Settings
+
+log = logging.getLogger(__name__)
+
+BreakerKey = tuple[BackendName, str | None]
+
+NOT_VERIFIED: Final = "not verified"
+
+
+class ReferenceVerifier:
+    """Implements pipeline.Verifier over real backends; one per process, shared by reviews."""
+
+    def __init__(
+        self, settings: Settings, metrics: Metrics, backends: Mapping[BackendName, Backend]
+    ) -> None:
+        verify = settings.verify
+        self._settings = settings
+        self._verify = verify
+        self._metrics = metrics
+        self._backends = dict(backends)
+        self._cache: ExistenceCache[Lookup] = ExistenceCache(
+            ttl=verify.cache_ttl_seconds,
+            negative_ttl=verify.negative_cache_ttl_seconds,
+            max_entries=verify.cache_max_entries,
+            on_lookup=lambda result: metrics.cache_lookups.labels(result=result).inc(),
+        )
+        self._breakers: dict[BreakerKey, CircuitBreaker] = {}
+        self._executor = ThreadPoolExecutor(
+            max_workers=verify.max_concurrent_calls, thread_name_prefix="verify"
+        )
+
+    async def verify(self, req: AdmissionRequest, pod: PodInjection) -> list[str]:
+        """Warnings for the review; raises SecretNotFoundError / BackendUnavailableError."""
+        region = pod.aws_region or self._settings.providers.aws.region
+        wanted: dict[Lookup, list[Injection]] = {}
+        for injection in pod.injections:
+            wanted.setdefault(lookup_for(injection.ref, region), []).append(injection)
+        if not wanted:
+            return []
+        answers = await self._answer_all(list(wanted))
+        missing: list[str] = []
+        unverified: list[str] = []
+        for lookup, injections in wanted.items():
+            answer = answers[lookup]
+            for injection in injections:
+                line = f"{injection.annotation}: {injection.ref}: "
+                if isinstance(answer, BackendError):
+                    unverified.append(f"{line}{NOT_VERIFIED}: {lookup.backend} {answer.reason}")
+                elif not answer.found:
+                    missing.append(line + answer.problem)
+        warnings: list[str] = []
+        if missing and self._verify.mode == "enforce":
+            # A definite "not found" outranks "could not tell"; the denial lists both.
+            raise SecretNotFoundError(missing + unverified)
+        warnings += missing
+        if unverified and self._verify.on_backend_error == "deny":
+            raise BackendUnavailableError(unverified + warnings)
+        return warnings + unverified
+
+    async def _answer_all(self, lookups: list[Lookup]) -> dict[Lookup, Existence | BackendError]:
+        """Every lookup's answer, or a BackendError for those not answered by the deadline."""
+        tasks = {lookup: asyncio.ensure_future(self._answer(lookup)) for lookup in lookups}
+        done, pending = await asyncio.wait(tasks.values(), timeout=self._verify.timeout_seconds)
+        for task in pending:
+            task.cancel()  # our wait only: the shared load goes on and fills the cache
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+        answers: dict[Lookup, Existence | BackendError] = {}
+        late = BackendError(f"did not answer within {self._verify.timeout_seconds:g}s", "timeout")
+        for lookup, task in tasks.items():
+            if task in done and not task.cancelled():
+                answers[lookup] = task.result()
+            else:
+                answers[lookup] = late
+        return answers
+
+    async def _answer(self, lookup: Lookup) -> Existence | BackendError:
+        try:
+            return await self._cache.get(lookup, lambda: self._load(lookup))
+        except BackendError as error:
+            return error
+
+    async def _load(self, lookup: Lookup) -> Existence:
+        """One backend call for `lookup`, through its circuit breaker; raises BackendError."""
+        backend = self._backends[lookup.backend]
+        breaker = self._breaker(lookup)
+        requests = self._metrics.backend_requests
+        if not breaker.allow():
+            requests.labels(backend=backend.name, result="circuit_open").inc()
+            raise BackendError(
+                f"is failing ({breaker.failures} failures in a row; "
+                f"next try in {breaker.retry_in():.0f}s)",
+                "unavailable",
+            )
+        loop = asyncio.get_running_loop()
+        started = time.monotonic()
+        outcome: Existence | BackendError
+        try:
+            async with asyncio.timeout(self._verify.timeout_seconds):
+                outcome = await loop.run_in_executor(
+                    self._executor, backend.check, lookup.target, lookup.region
+                )
+        except TimeoutError:
+            outcome = BackendError(
+                f"did not answer within {self._verify.timeout_seconds:g}s", "timeout"
+            )
+        except BackendError as error:
+            outcome = error
+        except asyncio.CancelledError:
+            breaker.record_failure()  # shutting down: do not leave a probe half-open
+            raise
+        except Exception as exc:  # a bug or an SDK surprise: an answer, never a 500
+            log.exception("verification of a %s reference failed", backend.name)
+            outcome = BackendError(f"failed unexpectedly ({type(exc).__name__})", "error")
+        self._metrics.backend_duration.labels(backend=backend.name).observe(
+            time.monotonic() - started
+        )
+        if isinstance(outcome, BackendError):
+            result = "timeout" if outcome.kind == "timeout" else "error"
+            requests.labels(backend=backend.name, result=result).inc()
+            if outcome.transient:
+                breaker.record_failure()
+            else:
+                breaker.record_success()  # it answered: alive, if unhelpful
+            log.warning(
+                "%s could not verify a reference: %s",
+                backend.name,
+                outcome.reason,
+                extra={"backend": backend.name, "kind": outcome.kind},
+            )
+            raise outcome
+        breaker.record_success()
+        requests.labels(backend=backend.name, result="found" if outcome.found else "missing").inc()
+        return outcome
+
+    def _breaker(self, lookup: Lookup) -> CircuitBreaker:
+        key = (lookup.backend, lookup.region)
+        breaker = self._breakers.get(key)
+        if breaker is None:
+            breaker = CircuitBreaker(
+                self._verify.breaker_failures, self._verify.breaker_reset_seconds
+            )
+            self._breakers[key] = breaker
+        return breaker
+
+    async def close(self) -> None:
+        """Stop loads under way and release clients and threads."""
+        await self._cache.close()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        for backend in self._backends.values():
+            backend.close()
+
+
+def open_verifier(
+    settings: Settings, metrics: Metrics, *, aws_session: boto3.Session | None = None
+) -> ReferenceVerifier | None:
+    """The verifier for `settings.verify`, or None when verification is off.
+
+    Opens no connection: clients log in and connect on their first check, so a backend
+    that is down at start-up is handled per `onBackendError` like one that goes down later.
+    """
+    verify = settings.verify
+    if verify.mode == "off":
+        return None
+    timeout = verify.timeout_seconds
+    aws = AwsClients(timeout, aws_session)
+    backends: dict[BackendName, Backend] = {
+        "vault": VaultBackend(
+            settings.providers.vault, timeout=timeout, mount_ttl=verify.cache_ttl_seconds
+        ),
+        "aws-sm": SecretsManagerBackend(aws),
+        "aws-ssm": ParameterStoreBackend(aws),
+    }
+    return ReferenceVerifier(settings, metrics, backends)
