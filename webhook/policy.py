@@ -5,7 +5,8 @@
 `check()` returns every violation of a pod, each already carrying its action: in `audit`
 mode every `deny` becomes `warn`. The same rules run at /mutate (on the incoming pod,
 before any backend call) and at /validate (on the final pod); their lines are identical
-at both stages, and the API server merges identical warnings into one.
+at both stages, and the API server sends identical warnings once (its warning recorder
+deduplicates by text: k8s.io/apiserver/pkg/endpoints/filters/warning.go).
 """
 
 from __future__ import annotations
