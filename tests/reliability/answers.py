@@ -24,6 +24,10 @@ DENIAL_CODES = {400, 403, 404, 409, 503}
 # Descriptors the test process may open meanwhile for its own reasons (a log file, a
 # lazily created selector): growth beyond this is a leak.
 FD_SLACK = 4
+# aiohttp's RequestHandler lingering_time: after answering a request whose body it did not
+# read (refused as too large or too slow), it reads on for up to this long before closing
+# (RFC 9112 9.6), even when the client has hung up meanwhile (aio-libs/aiohttp#1800).
+AIOHTTP_LINGERING_SECONDS = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,15 +97,20 @@ def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
 
 
 @contextlib.contextmanager
-def no_leaks(webhook: ThreadedWebhook, caplog: pytest.LogCaptureFixture) -> Iterator[None]:
-    """Assert that, once the block is over, the webhook's loop has no more tasks and this
-    process no more open descriptors than before it (connections closed, handlers done),
-    and that nothing was logged as an error (an internal error or a traceback)."""
+def no_leaks(
+    webhook: ThreadedWebhook, caplog: pytest.LogCaptureFixture, settle: float = 10.0
+) -> Iterator[None]:
+    """Assert that, within `settle` seconds of the end of the block, the webhook's loop has
+    no more tasks and this process no more open descriptors than before it (connections
+    closed, handlers done), and that nothing was logged as an error (an internal error or
+    a traceback)."""
     tasks, fds = webhook.tasks(), open_fds()
     caplog.set_level(logging.WARNING)
     yield
     errors = [r for r in caplog.get_records("call") if r.levelno >= logging.ERROR]
     assert not errors, [f"{r.name}: {r.getMessage()} {r.exc_text or ''}" for r in errors[:3]]
     assert webhook.alive, f"the webhook's event loop died: {webhook.crashed!r}"
-    assert wait_until(lambda: webhook.tasks() <= tasks), f"tasks {tasks} -> {webhook.tasks()}"
-    assert wait_until(lambda: open_fds() <= fds + FD_SLACK), f"fds {fds} -> {open_fds()}"
+    assert wait_until(lambda: webhook.tasks() <= tasks, settle), (
+        f"tasks {tasks} -> {webhook.tasks()}"
+    )
+    assert wait_until(lambda: open_fds() <= fds + FD_SLACK, settle), f"fds {fds} -> {open_fds()}"

@@ -89,6 +89,15 @@ class ThreadedWebhook:
     def stop(self) -> None:
         if self._server is not None:
             self.call(self._server.stop())
+
+        async def cancel_the_rest() -> None:  # e.g. a connection aiohttp still lingers on
+            me = asyncio.current_task()
+            rest = [t for t in asyncio.all_tasks() if t is not me]
+            for task in rest:
+                task.cancel()
+            await asyncio.gather(*rest, return_exceptions=True)
+
+        self.call(cancel_the_rest())
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout=30)
         self.loop.close()

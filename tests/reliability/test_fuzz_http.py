@@ -21,7 +21,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.conftest import make_pod, make_review
-from tests.reliability.answers import apply_patch, check_answer, no_leaks
+from tests.reliability.answers import (
+    AIOHTTP_LINGERING_SECONDS,
+    apply_patch,
+    check_answer,
+    no_leaks,
+)
 from tests.reliability.conftest import fuzz_settings
 from tests.reliability.pod_schema import validation_errors
 from tests.reliability.running import Answer, ThreadedWebhook, raw_exchange
@@ -192,11 +197,6 @@ def test_fuzz_truncated_body_then_hang_up_leaves_nothing_behind(
         survived()
 
 
-# aiohttp's RequestHandler lingering_time: after answering a request whose body did not
-# arrive, it keeps reading for this long before it closes the connection.
-AIOHTTP_LINGERING_SECONDS = 10.0
-
-
 def test_stalled_body_is_refused_at_the_body_deadline_and_its_connection_closed(
     webhook: ThreadedWebhook, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -231,7 +231,7 @@ def test_body_size_limit_is_exact_and_answered_with_413(
     limit = webhook.settings.max_body_bytes
     body = json.dumps(valid_review()).encode()
     body = body[:-1] + b" " * (limit + extra - len(body)) + b"}"  # JSON allows the blanks
-    with no_leaks(webhook, caplog):
+    with no_leaks(webhook, caplog, settle=AIOHTTP_LINGERING_SECONDS + 2):
         answer = post(webhook, "/mutate", body)
     check_answer(answer, UID)
     assert answer.status == status
