@@ -61,6 +61,7 @@ class ReviewLoad:
     context: ssl.SSLContext
     body_for: Callable[[int], dict[str, Any]]  # review number -> AdmissionReview
     concurrency: int = 6
+    fresh_connections: bool = False  # a new connection (and TLS handshake) per review
     outcomes: list[Outcome] = field(default_factory=list)
     _numbers: itertools.count[int] = field(default_factory=itertools.count)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
@@ -69,7 +70,9 @@ class ReviewLoad:
 
     async def __aenter__(self) -> ReviewLoad:
         self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(ssl=self.context, limit=self.concurrency),
+            connector=aiohttp.TCPConnector(
+                ssl=self.context, limit=self.concurrency, force_close=self.fresh_connections
+            ),
             timeout=aiohttp.ClientTimeout(total=CLIENT_TIMEOUT),
         )
         self._workers = [
