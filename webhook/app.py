@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from webhook import handlers, pipeline, policy
+from webhook import handlers, kube, pipeline, policy, policy_file, verification
 from webhook.handlers import CONTEXT, HEALTH, METRICS, SETTINGS, Health
 from webhook.metrics import Metrics
 from webhook.settings import Settings
@@ -34,11 +34,26 @@ async def open_context(
     """The pipeline's Context with its clients, closed on exit; `serve` and `explain`
     both come through here, so they decide alike (`explain` passes kubernetes=False:
     it never writes to the Kubernetes API)."""
-    # The seams of the other components plug in here as they land: the policy file
-    # (policy_file.PolicySource), verification.open_verifier(settings, metrics) and,
-    # when `kubernetes`, kube.open_spc_store(settings).
-    del metrics, kubernetes
-    yield pipeline.Context(settings=settings, policy=policy.Policy())
+    ctx = pipeline.Context(settings=settings, policy=policy.Policy(), metrics=metrics)
+
+    def use(new_policy: policy.Policy) -> None:
+        ctx.policy = new_policy
+
+    source = policy_file.PolicySource(settings.policy_file, metrics=metrics, on_change=use)
+    ctx.policy = source.policy
+    ctx.verifier = verifier = verification.open_verifier(settings, metrics)
+    ctx.spc_store = store = kube.open_spc_store(settings) if kubernetes else None
+    watch = asyncio.create_task(source.watch(), name="policy-reload")
+    try:
+        yield ctx
+    finally:
+        watch.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watch
+        if verifier is not None:
+            await verifier.close()
+        if store is not None:
+            await store.close()
 
 
 async def _context_ctx(app: web.Application) -> AsyncIterator[None]:
