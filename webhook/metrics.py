@@ -9,6 +9,7 @@ first scrape instead of none until the first event.
 from __future__ import annotations
 
 import platform
+from collections.abc import Iterator
 
 from prometheus_client import (
     CollectorRegistry,
@@ -18,6 +19,7 @@ from prometheus_client import (
     Info,
     generate_latest,
 )
+from prometheus_client.metrics_core import Metric
 
 from webhook import __version__
 
@@ -123,7 +125,8 @@ class Metrics:
             self.review_duration.labels(endpoint)
             self.reviews.labels(endpoint, "unknown", "invalid")
             for outcome in OUTCOMES[:-1]:
-                self.reviews.labels(endpoint, "CREATE", outcome)
+                if endpoint == "mutate" or outcome != "injected":  # validate never patches
+                    self.reviews.labels(endpoint, "CREATE", outcome)
         for rule in RULES:
             for action in ACTIONS:
                 self.violations.labels(rule, action)
@@ -137,5 +140,22 @@ class Metrics:
             self.cache_lookups.labels(cache_result)
 
     def render(self) -> bytes:
-        """The registry in the Prometheus text format."""
-        return generate_latest(self.registry)
+        """The registry in the Prometheus text format, without the `_created` series."""
+        return generate_latest(_WithoutCreated(self.registry))
+
+
+class _WithoutCreated:
+    """A registry's families without their `_created` samples.
+
+    The text format exposes each counter's and histogram's creation time as a series of
+    its own (`secret_injector_reviews_created`), doubling the series for no use here;
+    prometheus_client only offers to turn them off for the whole process.
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._registry = registry
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self._registry.collect():
+            family.samples = [s for s in family.samples if not s.name.endswith("_created")]
+            yield family

@@ -81,9 +81,7 @@ def opted_in(
     annotations = {PREFIX + "inject": "true", **{PREFIX + k: v for k, v in refs.items()}}
     containers: list[dict[str, Any]] = [{"name": "app", "image": "app:1", "env": env or []}]
     init = [{"name": "init", "image": "app:1", "env": init_env}] if init_env else []
-    pod = make_pod(
-        annotations, containers=containers, init_containers=init, namespace=namespace
-    )
+    pod = make_pod(annotations, containers=containers, init_containers=init, namespace=namespace)
     pod["metadata"]["name"] = f"web-{index}"
     if index % 2:
         del pod["metadata"]["name"]
@@ -125,7 +123,9 @@ class Driver:
         self, endpoint: str, body: bytes | dict[str, Any], content_type: str = "application/json"
     ) -> Exchange:
         async with self._gate:
-            exchange = await post(self._session, self.server.webhook_url, endpoint, body, content_type)
+            exchange = await post(
+                self._session, self.server.webhook_url, endpoint, body, content_type
+            )
         self.exchanges.append(exchange)
         return exchange
 
@@ -161,7 +161,11 @@ def _plaintext_env(canary: str, index: int) -> list[dict[str, Any]]:
 def _malformed(canaries: Canaries) -> list[tuple[bytes, str]]:
     """Bodies that are not usable AdmissionReviews, several carrying a literal canary."""
     secret = canaries.plaintext
-    leaky = make_pod(containers=[{"name": "app", "image": "x", "env": [{"name": "DB_PASSWORD", "value": secret}]}])
+    leaky = make_pod(
+        containers=[
+            {"name": "app", "image": "x", "env": [{"name": "DB_PASSWORD", "value": secret}]}
+        ]
+    )
     whole = orjson.dumps(make_review(leaky))
     cut = whole[: whole.index(secret.encode()) + 20]  # ends inside the canary
     env_not_list = make_review(leaky)
@@ -268,4 +272,3 @@ async def drive(
     metrics = await driver.metrics()
     await driver.close()
     return driver.exchanges, metrics
-
