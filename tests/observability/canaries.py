@@ -1,8 +1,9 @@
 """Canary secrets: unique random values stored in the real backends, and a leak detector.
 
 Every run makes new values, so a value found anywhere can only have come from this run.
-A leak is any 16-character piece of a canary's random part (a truncated echo counts),
-plainly or base64-encoded at any alignment (a patch or any other base64 field).
+A leak is any 8-character piece of a canary's random part (a truncated or shortened
+echo counts: ~48 random bits, so no false alarm), plainly or base64-encoded at any
+alignment (a patch or any other base64 field).
 """
 
 from __future__ import annotations
@@ -10,17 +11,19 @@ from __future__ import annotations
 import base64
 import json
 import secrets
+import string
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 from tests.servers import BaoServer, MotoServer
 
-FRAGMENT = 16
+FRAGMENT = 8
+ALPHABET = string.ascii_letters + string.digits
 
 
 def new_canary(kind: str) -> str:
-    """`cnry-<kind>-<32 random hex digits>`."""
-    return f"cnry-{kind}-{secrets.token_hex(16)}"
+    """`cnry-<kind>-<32 random letters and digits>`."""
+    return f"cnry-{kind}-{''.join(secrets.choice(ALPHABET) for _ in range(32))}"
 
 
 @dataclass(frozen=True)
