@@ -94,7 +94,7 @@ def violations(rule: str, action: str, n: int = 1) -> dict[SampleKey, float]:
 
 def backend(name: str, result: str, n: int = 1) -> dict[SampleKey, float]:
     """Backend calls counted by result; calls that were made are also timed."""
-    counts = {key(BACKEND, backend=name, result=result): n}
+    counts: dict[SampleKey, float] = {key(BACKEND, backend=name, result=result): n}
     if result != "circuit_open":  # refused at once: no call, nothing timed
         counts[key(BACKEND_SECONDS + "_count", backend=name)] = n
         counts[key(BACKEND_SECONDS + "_bucket", backend=name, le="+Inf")] = n
