@@ -63,6 +63,14 @@ class ReferenceVerifier:
         self._executor = ThreadPoolExecutor(
             max_workers=verify.max_concurrent_calls, thread_name_prefix="verify"
         )
+        self._warm_ups = [
+            self._executor.submit(backend.warm_up, settings.providers.aws.region)
+            for backend in self._backends.values()
+        ]
+
+    async def wait_ready(self) -> None:
+        """Wait for the start-up warm-up (clients made, logged in) to finish, however it went."""
+        await asyncio.wait([asyncio.wrap_future(f) for f in self._warm_ups])
 
     async def verify(self, req: AdmissionRequest, pod: PodInjection) -> list[str]:
         """Warnings for the review; raises SecretNotFoundError / BackendUnavailableError."""

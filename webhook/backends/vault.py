@@ -147,6 +147,15 @@ class VaultBackend:
         if self._client is not None:
             self._client.adapter.close()
 
+    def warm_up(self, region: str | None) -> None:
+        if self._client is None:
+            log.warning("verification of vault references: providers.vault.address is not set")
+            return
+        try:
+            self._login(force=False)
+        except BackendError as error:
+            log.warning("vault login at start-up failed: vault %s", error.reason)
+
     def check(self, target: SecretRef, region: str | None) -> Existence:
         """Whether the KV secret (and pinned version) behind `target` exists."""
         assert isinstance(target, VaultRef)
