@@ -521,9 +521,7 @@ class TokenReviewServer:
             context.load_cert_chain(self._cert, self._key)
             site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=context)
             await site.start()
-            server = site._server
-            assert server is not None
-            port: int = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+            port: int = self._runner.addresses[0][1]
             return port
 
         self._thread.start()
