@@ -26,6 +26,9 @@ TLS = web.AppKey("tls", ReloadingContext)
 # client, not us, closes idle connections and never sends on one we just closed.
 KEEPALIVE_SECONDS = 120.0
 
+# Longest wait for the backends' start-up login before the webhook reports ready anyway.
+WARM_UP_SECONDS = 10.0
+
 
 @contextlib.asynccontextmanager
 async def open_context(
@@ -47,6 +50,13 @@ async def open_context(
     verifier = verification.open_verifier(settings, metrics)
     store = kube.open_spc_store(settings) if kubernetes else None
     ctx.verifier, ctx.spc_store = verifier, store
+    if verifier is not None:
+        # Ready only once the backends' clients are made and logged in (or have failed:
+        # a backend down at start-up is then handled per onBackendError), so the first
+        # reviews do not spend their deadline on a login.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(WARM_UP_SECONDS):
+                await verifier.wait_ready()
     watcher = asyncio.create_task(source.watch(), name="policy-reload") if watch else None
     try:
         yield ctx
