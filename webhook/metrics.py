@@ -8,7 +8,6 @@ first scrape instead of none until the first event.
 
 from __future__ import annotations
 
-import platform
 from collections.abc import Iterator
 
 from prometheus_client import (
@@ -117,7 +116,7 @@ class Metrics:
             registry=r,
         )
         self.build = Info("secret_injector_build", "Build information.", registry=r)
-        self.build.info({"version": __version__, "python": platform.python_version()})
+        self.build.info({"version": __version__})
         self._start_at_zero()
 
     def _start_at_zero(self) -> None:
