@@ -11,7 +11,7 @@ import asyncio
 import base64
 import copy
 import uuid
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,6 @@ import orjson
 from tests.conftest import PREFIX, make_pod, make_review
 from tests.observability.canaries import Canaries
 from tests.observability.webhook_process import Exchange, WebhookProcess, post, scrape
-from tests.servers import DelayingProxy
 
 CONCURRENCY = 16
 MAX_BODY_BYTES = 64 * 1024
@@ -191,7 +190,7 @@ def _malformed(canaries: Canaries) -> list[tuple[bytes, str]]:
 
 
 async def drive(
-    server: WebhookProcess, canaries: Canaries, vault_proxy: DelayingProxy
+    server: WebhookProcess, canaries: Canaries, stop_vault: Callable[[], None]
 ) -> tuple[list[Exchange], str]:
     """Every kind of review, then the Vault outage; the exchanges and the final metrics."""
     driver = Driver(server)
@@ -258,7 +257,7 @@ async def drive(
 
     # Vault goes away: fresh references cannot be checked and are denied (onBackendError:
     # deny); after breakerFailures the circuit opens and answers at once.
-    await asyncio.to_thread(vault_proxy.stop)
+    await asyncio.to_thread(stop_vault)
     down: list[Awaitable[Any]] = []
     for i in range(30):
         fresh = {"file.db": f"vault:secret/data/{ns}/down-{i}#password"}

@@ -35,12 +35,18 @@ def canary_run(
         config(proxy.address, token_file),
         aws_env(secrets_manager=moto.endpoint, ssm=moto.endpoint),
     )
+    stopped: list[bool] = []
+
+    def stop_vault() -> None:
+        proxy.stop()
+        stopped.append(True)
+
     try:
         server.start()
-        exchanges, metrics = asyncio.run(drive(server, canaries, proxy))
+        exchanges, metrics = asyncio.run(drive(server, canaries, stop_vault))
     finally:
         exit_code = server.stop()
-        if proxy._server is not None and proxy._server.is_serving():
+        if not stopped:
             proxy.stop()
     yield CanaryRun(canaries, exchanges, metrics, server.stdout(), server.stderr(), exit_code)
 
