@@ -9,14 +9,18 @@ import contextlib
 import logging
 import signal
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from webhook import handlers, pipeline, policy
+from webhook import handlers, pipeline, policy, policy_file, verification
 from webhook.handlers import CONTEXT, HEALTH, METRICS, SETTINGS, Health
 from webhook.metrics import Metrics
 from webhook.settings import Settings
 from webhook.tls import ReloadingContext
+
+if TYPE_CHECKING:
+    from webhook.selfsigned import SelfManagedCa
 
 log = logging.getLogger("secret_injector.server")
 
@@ -29,20 +33,46 @@ KEEPALIVE_SECONDS = 120.0
 
 @contextlib.asynccontextmanager
 async def open_context(
-    settings: Settings, metrics: Metrics, *, kubernetes: bool = True
+    settings: Settings, metrics: Metrics, *, serving: bool = True
 ) -> AsyncIterator[pipeline.Context]:
-    """The pipeline's Context with its clients, closed on exit; `serve` and `explain`
-    both come through here, so they decide alike (`explain` passes kubernetes=False:
-    it never writes to the Kubernetes API)."""
-    # The seams of the other components plug in here as they land: the policy file
-    # (policy_file.PolicySource), verification.open_verifier(settings, metrics) and,
-    # when `kubernetes`, kube.open_spc_store(settings).
-    del metrics, kubernetes
-    yield pipeline.Context(settings=settings, policy=policy.Policy())
+    """The pipeline's Context with its clients, closed on exit.
+
+    `serve` and `explain` both come through here, so they decide alike. `explain` passes
+    serving=False: no Kubernetes API writes (SPCs are only computed) and no policy reloads.
+    Raises ConfigError for a broken policy file or Kubernetes configuration.
+    """
+    async with contextlib.AsyncExitStack() as stack:
+
+        def follow(new_policy: policy.Policy) -> None:
+            ctx.policy = new_policy
+
+        source = policy_file.PolicySource(settings.policy_file, metrics=metrics, on_change=follow)
+        ctx = pipeline.Context(settings=settings, policy=source.policy, metrics=metrics)
+        ctx.verifier = verification.open_verifier(settings, metrics)
+        if ctx.verifier is not None:
+            stack.push_async_callback(ctx.verifier.close)
+        if serving:
+            # Imported here: the Kubernetes client takes seconds to import, and `explain`
+            # never needs it.
+            from webhook import kube
+
+            store = kube.open_spc_store(settings)
+            if store is not None:
+                stack.push_async_callback(store.close)
+            ctx.spc_store = store
+            watcher = asyncio.create_task(source.watch(), name="policy-reload")
+            stack.push_async_callback(_cancel, watcher)
+        yield ctx
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def _context_ctx(app: web.Application) -> AsyncIterator[None]:
-    async with open_context(app[SETTINGS], app[METRICS]) as ctx:
+    async with open_context(app[SETTINGS], app[METRICS], serving=True) as ctx:
         app[CONTEXT] = ctx
         app[HEALTH].config_loaded = True
         yield
@@ -52,9 +82,7 @@ async def _context_ctx(app: web.Application) -> AsyncIterator[None]:
 async def _tls_watch_ctx(app: web.Application) -> AsyncIterator[None]:
     task = asyncio.create_task(app[TLS].watch(), name="tls-reload")
     yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    await _cancel(task)
 
 
 def make_app(
@@ -87,10 +115,21 @@ def make_metrics_app(metrics: Metrics) -> web.Application:
 class Server:
     """The two listeners of one webhook process."""
 
-    def __init__(self, settings: Settings, metrics: Metrics, tls: ReloadingContext) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: Metrics,
+        tls: ReloadingContext,
+        ca: SelfManagedCa | None = None,
+    ) -> None:
         self.settings = settings
         self.metrics = metrics
         self.health = Health()
+        if ca is not None:
+            # Not ready while the API servers may not trust our certificate yet.
+            self.health.checks["caBundle of the webhook configurations not in sync"] = lambda: (
+                ca.in_sync
+            )
         self._tls = tls
         shutdown = settings.listen.shutdown_timeout_seconds
         self._runner = web.AppRunner(
@@ -155,19 +194,32 @@ class Server:
 
 
 async def serve(settings: Settings) -> None:
-    """Run the webhook until SIGTERM or SIGINT, then shut down gracefully."""
+    """Run the webhook until SIGTERM or SIGINT, then shut down gracefully.
+
+    Raises ConfigError (TLS files, policy file, Kubernetes configuration) or WebhookError
+    (the self-managed CA could not be set up) when it cannot start.
+    """
     metrics = Metrics()
-    tls = ReloadingContext(settings.tls, metrics)  # TlsError: refuse to start
-    server = Server(settings, metrics, tls)
-    await server.start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    try:
-        await stop.wait()
-        log.info("signal received, shutting down")
-    finally:
+    async with contextlib.AsyncExitStack() as stack:
+        ca = None
+        if settings.tls.self_managed.enabled:
+            from webhook import selfsigned  # the Kubernetes client: see open_context
+
+            ca = selfsigned.open_self_managed_ca(settings)
+        if ca is not None:
+            await ca.start()  # writes tls.certFile/keyFile before they are loaded below
+            stack.push_async_callback(ca.close)
+        tls = ReloadingContext(settings.tls, metrics)  # TlsError: refuse to start
+        server = Server(settings, metrics, tls, ca)
+        await server.start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(signum)
-        await server.stop()
+            loop.add_signal_handler(signum, stop.set)
+        try:
+            await stop.wait()
+            log.info("signal received, shutting down")
+        finally:
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(signum)
+            await server.stop()

@@ -20,7 +20,7 @@ from tests.integration.webhook_client import Client
 from webhook import certs
 from webhook.app import Server
 from webhook.metrics import Metrics
-from webhook.settings import Listen, Settings, Tls
+from webhook.settings import Listen, Settings, Tls, Verify
 from webhook.tls import ReloadingContext
 
 REPO = Path(webhook.__file__).resolve().parents[1]
@@ -43,6 +43,8 @@ def settings(dev_certs: certs.CertFiles) -> Settings:
             reload_interval_seconds=0.05,
         ),
         max_body_bytes=64 * 1024,
+        # Tests of verification through the server opt in (test_verification_http.py).
+        verify=Verify(mode="off"),
     )
 
 
