@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 from collections.abc import Coroutine, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -205,13 +206,13 @@ def _explain(file: str, namespace: str | None, config: str | None, out: TextIO, 
     return report.exit_code
 
 
+@dataclass(slots=True)
 class Explained:
     """What `explain` prints: the objects (patched or not), the SPCs, and how it ended."""
 
-    def __init__(self) -> None:
-        self.objects: list[dict[str, Any]] = []
-        self.spcs: list[dict[str, Any]] = []
-        self.exit_code = EXIT_OK
+    objects: list[dict[str, Any]] = field(default_factory=list)
+    spcs: list[dict[str, Any]] = field(default_factory=list)
+    exit_code: int = EXIT_OK
 
 
 async def _explain_documents(
@@ -228,8 +229,12 @@ async def _explain_documents(
             try:
                 outcome = await _explain_one(document, ns, ctx)
             except (ReviewError, workload.ManifestError) as exc:
-                text = exc.reason if isinstance(exc, ReviewError) else str(exc)
-                print(f"error: {name}: {text}", file=err)
+                # A ManifestError names the object itself.
+                if isinstance(exc, ReviewError):  # its paths start at the review's object
+                    text = f"{name}: {exc.reason.replace('request.object.', '')}"
+                else:
+                    text = str(exc)
+                print(f"error: {text}", file=err)
                 report.exit_code = max(report.exit_code, EXIT_USAGE)
                 continue
             if outcome is None:
