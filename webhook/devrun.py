@@ -180,7 +180,12 @@ class DevRun:
                 "shutdownTimeoutSeconds": 5,
             },
             "tls": {"certFile": str(self.files.cert), "keyFile": str(self.files.key)},
-            "providers": {"vault": {"address": vault}, "aws": {"region": REGION}},
+            "providers": {
+                # The webhook checks references with the dev root token ($VAULT_TOKEN); in a
+                # cluster it logs in with its service account (auth.method kubernetes).
+                "vault": {"address": vault, "auth": {"method": "token"}},
+                "aws": {"region": REGION},
+            },
             "verify": {"mode": "warn"},
             "kubernetes": {"manageSecretProviderClasses": False},
         }
