@@ -102,8 +102,13 @@ def markdown(result: Mapping[str, Any]) -> str:
         f"{meta['cpu']}, {meta['cpus']} CPUs; servers pinned to CPU 0, wrk to CPU 1; TLS 1.3 "
         f"ECDSA P-256, keep-alive; priority {meta.get('priority', 'default')}; "
         f"{meta['duration_s']:g} s per case, median of "
-        f"{meta['repeat']}; webhook: {meta['webhook']}, verify {meta['verify']} (warm cache, "
-        "real OpenBao and moto). Bodies: "
+        f"{meta['repeat']}; webhook: {meta['webhook']}, verify {meta['verify']} "
+        + (
+            "(warm cache, real OpenBao and moto). "
+            if meta.get("verification_active")
+            else "but NOT ACTIVE: the webhook verified nothing (no verifier wired). "
+        )
+        + "Bodies: "
         + ", ".join(
             f"{name} {sizes[name] / 1024:.1f} KiB"
             for name in sizes

@@ -26,7 +26,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -228,6 +227,14 @@ class Bench:
             self.drive(server, "typical", 8, seconds)
 
 
+def verification_active(webhook: Server) -> bool:
+    """Whether the webhook checks references: one that exists nowhere must be reported."""
+    body = bodies.cold_template().replace(bodies.COLD_MARKER.encode(), b"never-seeded")
+    answer = check.post(webhook.port, body)
+    response = answer.review.get("response", {}) if isinstance(answer.review, dict) else {}
+    return bool(response.get("warnings")) or response.get("allowed") is False
+
+
 def main() -> int:
     options = Options.from_env()
     processes.require("wrk", "wrk")
@@ -242,7 +249,13 @@ def main() -> int:
         f"servers on CPU 0, wrk/OpenBao/moto on CPU {LOAD_CPU}",
         flush=True,
     )
-    with tempfile.TemporaryDirectory(prefix="secret-injector-bench-") as tmp, _stack() as stack:
+    if not has_webhook():
+        print("bench: webhook/cli.py is missing: nothing to measure")
+        return 1
+    with (
+        tempfile.TemporaryDirectory(prefix="secret-injector-bench-") as tmp,
+        contextlib.ExitStack() as stack,
+    ):
         workdir = Path(tmp)
         bench = Bench(options, workdir)
         bench.write_bodies()
@@ -254,7 +267,6 @@ def main() -> int:
         webhook = start_webhook(workdir, tls, backend, options.verify)
         stack.callback(webhook.stop)
         servers = [floor, webhook]
-        real = has_webhook()
 
         print("bench: checking one answer of each body", flush=True)
         for size in SIZES:
@@ -264,6 +276,7 @@ def main() -> int:
         check.require(webhook.port, bench.files["denied"].read_bytes(), "denied", "denied")
         check.require(webhook.port, bench.files["malformed"].read_bytes(), "malformed", "malformed")
 
+        bench.extra["verification_active"] = verification_active(webhook)
         print("bench: warm-up", flush=True)
         for server in servers:
             for body in (*SIZES, "skip"):
@@ -279,11 +292,11 @@ def main() -> int:
             bench.measure(servers, "skip", connections)
 
         cold: dict[str, Any] | None = None
-        if real and webhook.metrics_port is not None:
+        if bench.extra["verification_active"]:
             print("bench: cold path", flush=True)
             cold = bench.cold_path(webhook, backend)
         else:
-            print("bench: cold path skipped (placeholder webhook has no verification)")
+            print("bench: cold path skipped: the webhook verified nothing (no verifier wired?)")
 
         if not options.quick:
             print(f"bench: topping up to {RSS_REVIEWS:,} reviews per server", flush=True)
@@ -301,7 +314,7 @@ def main() -> int:
             for s in servers
         }
         result = {
-            "meta": _meta(options, started, repo, real, bench.extra),
+            "meta": _meta(options, started, repo, bench.extra),
             "cases": bench.cases,
             "summary": [
                 {
@@ -328,14 +341,8 @@ def main() -> int:
     return 0
 
 
-@contextlib.contextmanager
-def _stack() -> Iterator[contextlib.ExitStack]:
-    with contextlib.ExitStack() as stack:
-        yield stack
-
-
 def _meta(
-    options: Options, started: datetime.datetime, repo: Path, real: bool, extra: dict[str, Any]
+    options: Options, started: datetime.datetime, repo: Path, extra: dict[str, Any]
 ) -> dict[str, Any]:
     commit = subprocess.run(
         ["git", "-C", str(repo), "rev-parse", "--short", "HEAD"],
@@ -357,7 +364,7 @@ def _meta(
     return {
         "started": started.isoformat(timespec="seconds"),
         "commit": commit,
-        "webhook": "secret-injector serve" if real else "placeholder",
+        "webhook": "secret-injector serve",
         "python": sys.version.split()[0],
         "wrk": wrk_version[0] if wrk_version else "?",
         "cpu": cpu,

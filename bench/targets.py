@@ -48,7 +48,7 @@ def start_floor(workdir: Path, certs: Certs) -> Server:
 
 
 def has_webhook() -> bool:
-    """Whether `secret-injector serve` exists in this tree (else the placeholder runs)."""
+    """Whether `secret-injector serve` exists in this tree."""
     return (_repo() / "webhook" / "cli.py").exists() and (_repo() / "webhook" / "app.py").exists()
 
 
@@ -66,14 +66,6 @@ def start_webhook(
     # No Kubernetes API here: without in-cluster env and kubeconfig the webhook only
     # computes the SecretProviderClasses (a HOME without .kube makes sure of it).
     env.update(backends.env(), HOME=str(workdir), PYTHONPATH=str(_repo()))
-    if not has_webhook():
-        print("bench: webhook/cli.py is not there yet: measuring the PLACEHOLDER handler")
-        cmd = [sys.executable, "-m", "bench.placeholder", "--port", str(port)]
-        cmd += ["--cert", str(certs.cert), "--key", str(certs.key)]
-        proc = processes.start(cmd, log, cpu=SERVER_CPU, env=env, cwd=_repo())
-        server = Server("webhook", proc, port, log)
-        _ready(server)
-        return server
     config = workdir / "config.yaml"
     config.write_text(_config(port, metrics_port, certs, backends, workdir, verify_mode))
     cmd = [sys.executable, "-m", "webhook", "serve", "--config", str(config)]
@@ -100,14 +92,23 @@ def _config(
     ]
     if (_repo() / "webhook" / "policy_file.py").exists():
         policy = workdir / "policy.yaml"
-        # The DESIGN.md default policy, spelled out: what a platform team starts from.
         policy.write_text(POLICY)
         lines.append(f"policyFile: {policy}")
     return "\n".join(lines) + "\n"
 
 
 POLICY = """\
+# The DESIGN.md default policy, spelled out.
 mode: enforce
+allowedRefs:
+  action: deny
+  grants:
+    - refs: ["vault:secret/data/{namespace}/*", "aws-sm:{namespace}/*", "aws-ssm:/{namespace}/*"]
+plaintextSecrets: deny
+secretVolumes: {action: deny, maxMode: "0440"}
+envFromSecrets: warn
+unknownAnnotations: deny
+delivery: deny
 """
 
 

@@ -218,7 +218,16 @@ def command(
 
 
 def start(cmd: Sequence[str]) -> subprocess.Popen[str]:
-    return subprocess.Popen(list(cmd), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    """Start wrk in a session of its own, at the measurement priority."""
+    proc = subprocess.Popen(
+        list(cmd),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    processes.boost(proc.pid)
+    return proc
 
 
 def finish(proc: subprocess.Popen[str], timeout: float) -> WrkResult:

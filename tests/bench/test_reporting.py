@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from bench import metrics_text, report, soak, wrk
+from bench import metrics_text, profile, report, soak, wrk
 
 WRK_OUTPUT = """Running 1s test @ https://127.0.0.1:1/mutate
   1 threads and 8 connections
@@ -116,3 +116,22 @@ def test_metrics_delta_keeps_what_changed() -> None:
     assert metrics_text.delta(before, after) == {
         'secret_injector_verify_cache_lookups_total{result="miss"}': 5.0
     }
+
+
+def test_profile_folds_line_numbers_and_groups_by_module() -> None:
+    stacks = profile.parse_collapsed(
+        [
+            "main (webhook/cli.py:36);admit (webhook/pipeline.py:93);_yaml (yaml/emitter.py:10) 3",
+            "main (webhook/cli.py:37);parse_review (webhook/review.py:50) 2",
+            "broken frame without a count",
+            "",
+        ]
+    )
+    assert stacks == [
+        (["main (webhook/cli.py)", "admit (webhook/pipeline.py)", "_yaml (yaml/emitter.py)"], 3),
+        (["main (webhook/cli.py)", "parse_review (webhook/review.py)"], 2),
+    ]
+    assert [profile.module_of(frames[-1]) for frames, _ in stacks] == ["yaml", "webhook/review.py"]
+    text = profile.top(stacks)
+    assert "60.0 %  yaml" in text
+    assert "100.0 %  main (webhook/cli.py)" in text
