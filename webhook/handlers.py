@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import orjson
 from aiohttp import hdrs, web
@@ -38,6 +38,8 @@ class Health:
     tls_loaded: bool = False
     config_loaded: bool = False
     shutting_down: bool = False
+    # Further conditions: the reason to report while the check returns False.
+    checks: dict[str, Callable[[], bool]] = field(default_factory=dict)
 
     def problems(self) -> list[str]:
         found = []
@@ -47,6 +49,7 @@ class Health:
             found.append("configuration and clients not loaded")
         if self.shutting_down:
             found.append("shutting down")
+        found += [reason for reason, check in self.checks.items() if not check()]
         return found
 
 
