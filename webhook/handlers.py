@@ -8,6 +8,7 @@ a generic message, and the traceback in the log).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -199,10 +200,18 @@ async def _read_body(request: web.Request) -> bytes:
     length = request.content_length
     if length is not None and length > limit:
         raise ReviewError(_too_large(length, limit), 413)
+    deadline = request.app[SETTINGS].listen.body_timeout_seconds
     try:
-        return await request.read()
+        async with asyncio.timeout(deadline):
+            return await request.read()
     except web.HTTPRequestEntityTooLarge as exc:  # chunked bodies, counted as they arrive
         raise ReviewError(_too_large(None, limit), 413) from exc
+    except TimeoutError:
+        raise ReviewError(
+            f"request body not received within {deadline:g}s (listen.bodyTimeoutSeconds)"
+        ) from None
+    except ConnectionResetError:  # aiohttp's "Connection lost": the client went away
+        raise ReviewError("request body incomplete: the client closed the connection") from None
 
 
 def _too_large(length: int | None, limit: int) -> str:
