@@ -153,7 +153,12 @@ async def _review(request: web.Request, endpoint: str, step: Step, started: floa
         app_metrics.reviews.labels(endpoint, "unknown", "invalid").inc()
         log.warning(
             "malformed admission request rejected",
-            extra={"endpoint": endpoint, "status": exc.http_status, "reason": exc.reason},
+            extra={
+                "endpoint": endpoint,
+                "status": exc.http_status,
+                "reason": exc.reason,
+                "remote": request.remote,
+            },
         )
         return status_response(exc.http_status, exc.reason)
     except Exception:  # a bug in parsing: still a clear HTTP answer, never a dead process
@@ -169,9 +174,17 @@ async def _review(request: web.Request, endpoint: str, step: Step, started: floa
     except Exception:
         # An internal bug: deny this one pod with a generic message (no details that
         # could carry anything sensitive), keep serving, and log the traceback.
+        # The traceback may quote the pod: its literal env values are hidden from it.
         log.exception(
             "admission review failed with an internal error",
-            extra={"endpoint": endpoint, "uid": req.uid, "namespace": req.namespace},
+            extra={
+                "endpoint": endpoint,
+                "uid": req.uid,
+                "namespace": req.namespace,
+                "pod": req.name,
+                "operation": req.operation,
+                **logs.redacting(logs.literal_env_values(req.pod)),
+            },
         )
         error = InternalError(
             f"secret-injector internal error while answering {endpoint} (request uid "

@@ -169,7 +169,12 @@ class ReferenceVerifier:
                 "%s could not verify a reference: %s",
                 backend.name,
                 outcome.reason,
-                extra={"backend": backend.name, "kind": outcome.kind},
+                extra={
+                    "backend": backend.name,
+                    "kind": outcome.kind,
+                    "reference": str(lookup.target).split("#", 1)[0],  # path, no key
+                    "region": lookup.region,
+                },
             )
             raise outcome
         breaker.record_success()
