@@ -200,11 +200,16 @@ def validate(resource: Resource, obj: Obj) -> None:
 
 
 def _schema_causes(obj: Obj) -> list[Obj]:
+    return [dict(cause) for cause in _schema_causes_of(json.dumps(obj, sort_keys=True))]
+
+
+@cache  # the same objects come back in every test (namespaces, webhook configurations)
+def _schema_causes_of(text: str) -> tuple[Obj, ...]:
     try:
-        kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
+        kubernetes_validate.validate(json.loads(text), KUBERNETES_VERSION, strict=True)
     except kubernetes_validate.ValidationError as err:
-        return [_cause(_field(err.absolute_path), err.message)]
-    return []
+        return (_cause(_field(err.absolute_path), err.message),)
+    return ()
 
 
 def _secret_causes(obj: Obj) -> list[Obj]:
@@ -339,6 +344,7 @@ class FakeKube:
     _versions: Iterator[int] = field(default_factory=lambda: itertools.count(1000))
     _runner: web.AppRunner | None = None
     _closing: asyncio.Event | None = None
+    _arrived: asyncio.Condition | None = None
 
     def __post_init__(self) -> None:
         for name in self.namespaces:
@@ -359,6 +365,12 @@ class FakeKube:
         in arrival order: a deterministic race (e.g. two replicas creating the same Secret)."""
         self.faults.append(Fault(re.compile(path), method, times, barrier=asyncio.Barrier(times)))
 
+    async def wait_for(self, count: int, method: str | None = None, path: str = "") -> None:
+        """Wait until `count` requests like those `count()` counts have arrived."""
+        assert self._arrived is not None, "start the fake first"
+        async with self._arrived:
+            await self._arrived.wait_for(lambda: self.count(method, path) >= count)
+
     def count(self, method: str | None = None, path: str = "") -> int:
         """How many requests were served with this method and a path matching regex `path`."""
         pattern = re.compile(path)
@@ -372,7 +384,7 @@ class FakeKube:
         """Store `obj` as if created through the API (validated, metadata filled)."""
         resource = _resource_of(obj)
         namespace = obj.get("metadata", {}).get("namespace", "") if resource.namespaced else ""
-        return self._create(resource, namespace, copy.deepcopy(obj))
+        return self._create(resource, namespace, json.loads(json.dumps(obj)))  # as if sent
 
     def get(self, resource: Resource, name: str, namespace: str = "") -> Obj | None:
         """A stored object (a copy), or None."""
@@ -403,6 +415,7 @@ class FakeKube:
 
     async def start(self) -> str:
         self._closing = asyncio.Event()
+        self._arrived = asyncio.Condition()
         app = web.Application(client_max_size=4 * 1024 * 1024)
         app.router.add_route("*", "/{path:.*}", self._handle)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
@@ -451,6 +464,9 @@ class FakeKube:
 
     async def _handle(self, request: web.Request) -> web.Response:
         self.requests.append(Request(request.method, request.path, request.content_type))
+        assert self._arrived is not None
+        async with self._arrived:
+            self._arrived.notify_all()
         try:
             await self._inject_fault(request)
             resource, namespace, name = self._route(request.path)
@@ -627,14 +643,18 @@ def _resource_of(obj: Obj) -> Resource:
 
 
 def _check_type(resource: Resource, obj: Any) -> None:
+    """The body must be an object of the endpoint's kind; a missing kind or apiVersion is
+    taken from the endpoint, as the real server decodes with it as the default."""
     if not isinstance(obj, dict):
         raise ApiError(400, "BadRequest", "the body must be a JSON object")
-    if obj.get("kind") != resource.kind or obj.get("apiVersion") != resource.api_version:
+    obj.setdefault("apiVersion", resource.api_version)
+    obj.setdefault("kind", resource.kind)
+    if obj["kind"] != resource.kind or obj["apiVersion"] != resource.api_version:
         raise ApiError(
             400,
             "BadRequest",
-            f"the API version in the data ({obj.get('apiVersion')}) and kind "
-            f"({obj.get('kind')}) do not match {resource.api_version}/{resource.kind}",
+            f"the API version in the data ({obj['apiVersion']}) and kind "
+            f"({obj['kind']}) do not match {resource.api_version}/{resource.kind}",
         )
 
 

@@ -35,6 +35,7 @@ from webhook.errors import AnnotationError, PolicyError
 from webhook.refs import (
     AwsParameterRef,
     AwsSecretRef,
+    Delivery,
     Injection,
     PodInjection,
     SecretRef,
@@ -91,6 +92,7 @@ _ENV_CHARS = re.compile(r"[-._a-zA-Z0-9]+")
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 _ROLE = re.compile(r"[A-Za-z0-9_.@-]+")
 _REGION = re.compile(r"[a-z]{2,4}(-[a-z]+)+-[0-9]{1,2}")
+_VISIBLE_ASCII = re.compile(r"[!-~]*")
 _SCHEME_LIKE = re.compile(r"[A-Za-z][A-Za-z0-9+._-]{0,29}")
 _VAULT_SEGMENT_CHARS = frozenset(
     "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-@+=,~"
@@ -264,30 +266,17 @@ class _Parser:
             unknown_keys=tuple(self.unknown),
         )
 
-    def _injection(self, name: str, delivery: str, target: str, value: str) -> None:
-        target_ok = (
-            self._file_name(name, target) if delivery == "file" else self._env_name(name, target)
+    def _injection(self, name: str, delivery: Delivery, target: str, value: str) -> None:
+        target_problem = (
+            _file_name_problem(target) if delivery == "file" else _env_name_problem(target)
         )
+        if target_problem is not None:
+            self.problem(name, target_problem)
         ref, problems = _reference(value)
         for what in problems:
             self.problem(name, what)
-        if ref is not None and target_ok:
-            if delivery == "file":
-                self.injections.append(Injection(self.prefix + name, "file", target, ref))
-            else:
-                self.injections.append(Injection(self.prefix + name, "env", target, ref))
-
-    def _file_name(self, name: str, target: str) -> bool:
-        what = _file_name_problem(target)
-        if what is not None:
-            self.problem(name, what)
-        return what is None
-
-    def _env_name(self, name: str, target: str) -> bool:
-        what = _env_name_problem(target)
-        if what is not None:
-            self.problem(name, what)
-        return what is None
+        if ref is not None and target_problem is None:
+            self.injections.append(Injection(self.prefix + name, delivery, target, ref))
 
     def _role(self, name: str, value: str) -> str | None:
         if not value:
@@ -491,8 +480,10 @@ def _scheme_problem(value: str, scheme: str, colon: str) -> str:
     else:
         close = difflib.get_close_matches(lowered, SCHEMES, n=1, cutoff=0.6)
         guess = close[0] if close else None
-    hint = f', did you mean "{guess}:"?' if guess else ""
-    return f'unknown scheme "{scheme}:"{hint} (references start with {known})'
+    if guess is None:
+        # Not a near miss: `scheme` may be the head of a secret that contains a colon.
+        return f"unknown scheme (references start with {known}; value not shown)"
+    return f'unknown scheme "{scheme}:", did you mean "{guess}:"? (references start with {known})'
 
 
 @dataclass(frozen=True, slots=True)
@@ -703,6 +694,8 @@ def _aws_parameter(rest: str) -> tuple[SecretRef | None, list[str]]:
 
 def _first_invisible(text: str) -> str | None:
     """The first control, whitespace or otherwise invisible character, if any."""
+    if _VISIBLE_ASCII.fullmatch(text):  # the common case, without a loop in Python
+        return None
     return next((c for c in text if not c.isprintable() or c.isspace()), None)
 
 

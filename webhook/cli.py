@@ -171,9 +171,7 @@ def _explain(file: str, namespace: str | None, config: str | None, out: TextIO, 
     report = _run(_explain_documents(documents, namespace, settings, err))
     assert isinstance(report, Explained)
     if report.objects or report.spcs:
-        yaml.safe_dump_all(
-            [*report.objects, *report.spcs], out, sort_keys=False, explicit_start=True
-        )
+        out.write(workload.dump([*report.objects, *report.spcs]))
     return report.exit_code
 
 

@@ -140,6 +140,9 @@ def convert(hint: Any, doc: Document, value: Any, path: _KeyPath) -> Any:
         )
     if origin is typing.Literal:
         allowed = get_args(hint)
+        if isinstance(value, bool) and ("on" if value else "off") in allowed:
+            # YAML 1.1 reads an unquoted `mode: off` (or on/no/yes) as a boolean.
+            value = "on" if value else "off"
         if value not in allowed:
             choices = " | ".join(str(a) for a in allowed)
             raise doc.error(path, f"must be one of {choices}, got {value!r}")

@@ -232,12 +232,14 @@ class DevRun:
         patch = json.loads(base64.b64decode(response.get("patch", "W10=")))
         mutated = workload.apply_patch(pod, patch)
         _banner(f"mutated pod ({len(patch)} JSON Patch operations)")
-        print(yaml.safe_dump(mutated, sort_keys=False), end="")
+        print(workload.dump([mutated]), end="")
         spcs = self._reported_spcs(uid)
         _banner(f"SecretProviderClasses ({len(spcs)}, reported: no Kubernetes API here)")
-        print(yaml.safe_dump_all(spcs, sort_keys=False), end="")
+        print(workload.dump(spcs), end="")
 
-        final = workload.admission_review(mutated, namespace, "system:serviceaccount:demo:x")
+        final = workload.admission_review(
+            mutated, namespace, review["request"]["userInfo"]["username"]
+        )
         status, answer = self._request("POST", "/validate", final)
         _banner(f"POST {self.webhook_url}/validate  (the mutated pod)")
         verdict = answer.get("response", {}) if status == 200 else {}

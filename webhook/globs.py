@@ -77,8 +77,10 @@ def canonical_problem(path: str) -> str | None:
         segments = segments[1:]
     if "" in segments:
         return "an empty segment (// or a trailing /)"
-    if "." in segments or ".." in segments:
-        return "a '.' or '..' segment"
+    if ".." in segments:
+        return "a '..' segment"
+    if "." in segments:
+        return "a '.' segment"
     return None
 
 

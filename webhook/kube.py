@@ -16,6 +16,10 @@ no pod list, no delete, no sweeper to race with pods being admitted. An SPC firs
 for a pod without a controller (a bare pod, whose uid is unknown at admission) has no
 owners and is kept: it is never given owners later, so it is never collected under a pod
 still using it.
+
+The hot path: an (SPC, owner) pair known to exist makes no API call for
+`kubernetes.cacheTTLSeconds`; an SPC deleted behind our back meanwhile (by hand, or by the
+garbage collector racing with an owner being added) is created again after that time.
 """
 
 from __future__ import annotations

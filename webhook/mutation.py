@@ -57,7 +57,10 @@ def build_patch(
 
 def pointer(*tokens: str | int) -> str:
     """An RFC 6901 JSON pointer: `~` becomes `~0` and `/` becomes `~1`, in that order."""
-    return "".join("/" + str(t).replace("~", "~0").replace("/", "~1") for t in tokens)
+    return "".join(
+        f"/{t}" if isinstance(t, int) else "/" + t.replace("~", "~0").replace("/", "~1")
+        for t in tokens
+    )
 
 
 def volume_for(spc: SpcPlan) -> dict[str, Any]:
@@ -73,10 +76,12 @@ def volume_for(spc: SpcPlan) -> dict[str, Any]:
 
 
 def mount_for(spc: SpcPlan) -> dict[str, Any]:
+    """The read-only mount of an SPC's volume in a receiving container."""
     return {"name": spc.volume_name, "mountPath": spc.mount_path, "readOnly": True}
 
 
 def env_for(spc: SpcPlan, var: str, key: str) -> dict[str, Any]:
+    """An env var read from the Secret the CSI driver syncs for the SPC."""
     return {"name": var, "valueFrom": {"secretKeyRef": {"name": spc.name, "key": key}}}
 
 
@@ -97,19 +102,16 @@ class _Container:
 def _receivers(
     spec: Mapping[str, Any], injection: PodInjection, settings: Settings
 ) -> list[_Container]:
-    containers = _items(spec, "containers")
+    containers = _containers(spec, "containers")
     if injection.containers is None:
-        return [_Container("containers", i, c) for i, c in enumerate(containers)]
-    init = _items(spec, "initContainers")
-    by_name = {c.get("name"): _Container("initContainers", i, c) for i, c in enumerate(init)}
-    by_name.update(
-        {c.get("name"): _Container("containers", i, c) for i, c in enumerate(containers)}
-    )
+        return containers
+    init = _containers(spec, "initContainers")
+    by_name = {c.body.get("name"): c for c in init + containers}
     missing = [name for name in injection.containers if name not in by_name]
     if missing:
-        present = ", ".join(str(c.get("name")) for c in containers) or "none"
+        present = ", ".join(str(c.body.get("name")) for c in containers) or "none"
         if init:
-            present += "; init containers: " + ", ".join(str(c.get("name")) for c in init)
+            present += "; init containers: " + ", ".join(str(c.body.get("name")) for c in init)
         raise AnnotationError(
             [
                 f"annotation {settings.prefix}{CONTAINERS}: the pod has no container named "
@@ -164,16 +166,27 @@ def _volume_conflict(found: Mapping[str, Any], spc: SpcPlan) -> str:
 def _mount_ops(
     receiver: _Container, plan: Sequence[SpcPlan], conflicts: list[str]
 ) -> list[PatchOp]:
-    mounts = _items(receiver.body, "volumeMounts")
+    mounts = [
+        (mount, _normal(mount.get("mountPath"))) for mount in _items(receiver.body, "volumeMounts")
+    ]
     new = []
     for spc in plan:
-        if any(_is_our_mount(mount, spc) for mount in mounts):
+        if any(_is_our_mount(mount, spc) for mount, _ in mounts):
             continue
-        clashes = [line for mount in mounts if (line := _mount_clash(receiver, mount, spc))]
+        clashes = [
+            line for mount, normal in mounts if (line := _mount_clash(receiver, mount, normal, spc))
+        ]
         conflicts += clashes
         if not clashes:
             new.append(mount_for(spc))
     return _append(receiver, "volumeMounts", new)
+
+
+def _normal(path: Any) -> str | None:
+    """A mount path as the kernel sees it: `/mnt//secrets/` is `/mnt/secrets`."""
+    if not isinstance(path, str):
+        return None
+    return posixpath.normpath("/" + path.lstrip("/"))
 
 
 def _is_our_mount(mount: Mapping[str, Any], spc: SpcPlan) -> bool:
@@ -186,21 +199,20 @@ def _is_our_mount(mount: Mapping[str, Any], spc: SpcPlan) -> bool:
     )
 
 
-def _mount_clash(receiver: _Container, mount: Mapping[str, Any], spc: SpcPlan) -> str | None:
-    path = mount.get("mountPath")
-    shown = show(path) if isinstance(path, str) else "(no path)"
+def _mount_clash(
+    receiver: _Container, mount: Mapping[str, Any], normal: str | None, spc: SpcPlan
+) -> str | None:
     if mount.get("name") == spc.volume_name:
+        path = mount.get("mountPath")
+        shown = show(path) if isinstance(path, str) else "(no path)"
         return (
             f'{receiver.label} mounts volume "{spc.volume_name}" at {shown}, not read-only '
             f"at {spc.mount_path} as secret-injector does (remove that mount; secret-injector "
             "adds its own)"
         )
-    if not isinstance(path, str):
-        return None
-    normal = posixpath.normpath("/" + path.lstrip("/"))
     if normal == spc.mount_path:
         where = "at"
-    elif normal.startswith(spc.mount_path + "/"):
+    elif normal is not None and normal.startswith(spc.mount_path + "/"):
         where = "inside"
     else:
         return None
@@ -262,6 +274,14 @@ def _append(receiver: _Container, name: str, new: list[dict[str, Any]]) -> list[
     if not isinstance(receiver.body.get(name), list):
         return [{"op": "add", "path": base, "value": new}]
     return [{"op": "add", "path": base + "/-", "value": item} for item in new]
+
+
+def _containers(spec: Mapping[str, Any], name: str) -> list[_Container]:
+    """The containers of one list, with their index in it (the patch paths need it)."""
+    value = spec.get(name)
+    if not isinstance(value, list):
+        return []
+    return [_Container(name, i, c) for i, c in enumerate(value) if isinstance(c, dict)]
 
 
 def _items(obj: Mapping[str, Any], name: str) -> list[dict[str, Any]]:

@@ -101,6 +101,8 @@ ABOUT_WORDS = frozenset(
         "VERSION",
     }
 )
+# A word just before the secret word that makes the variable a quantity: MAX_TOKENS.
+QUANTITY_WORDS = frozenset({"MAX", "MIN", "NUM", "COUNT"})
 # Literal values that are switches or placeholders, not secrets.
 NOT_SECRET_VALUES = frozenset(
     {"", "true", "false", "yes", "no", "on", "off", "enabled", "disabled", "none", "null", "nil"}
@@ -141,8 +143,13 @@ def is_secret_name(name: str) -> bool:
     parts = words(name)
     last = -1
     for index, word in enumerate(parts):
-        pair = (parts[index - 1], word) if index > 0 else None
-        if word in SECRET_WORDS or pair in SECRET_PAIRS:
+        if index > 0 and (parts[index - 1], word) in SECRET_PAIRS:
+            start = index - 1
+        elif word in SECRET_WORDS:
+            start = index
+        else:
+            continue
+        if start == 0 or parts[start - 1] not in QUANTITY_WORDS:
             last = index
     if last < 0:
         return False

@@ -28,11 +28,7 @@ _SHORTEST = 12  # a shortened name keeps at least this much of itself
 
 # Kubernetes' own default for secret volumes when defaultMode is unset (0644).
 KUBERNETES_DEFAULT_MODE = 0o644
-CONTAINER_KINDS = (
-    ("containers", "container"),
-    ("initContainers", "initContainer"),
-    ("ephemeralContainers", "ephemeralContainer"),
-)
+CONTAINER_FIELDS = ("containers", "initContainers", "ephemeralContainers")
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +63,8 @@ def _shorten_longest_word(parts: list[str], excess: int) -> bool:
     best: tuple[int, int, int] | None = None  # (length, part index, word index)
     for p, part in enumerate(parts[1:], start=1):
         for w, word in enumerate(part.split(" ")):
-            if len(word) > _SHORTEST and (best is None or len(word) > best[0]):
+            # Only words longer than a shortened word can shrink: the loop always ends.
+            if len(word) > _SHORTEST + len(_ELLIPSIS) and (best is None or len(word) > best[0]):
                 best = (len(word), p, w)
     if best is None:
         return False
@@ -248,9 +245,10 @@ def _unknown_annotations(pod: PodInjection, policy: Policy) -> list[Violation]:
         Violation(
             "unknownAnnotations",
             unknown.annotation,
-            "unknown annotation"
-            + (f", did you mean {unknown.suggestion}?" if unknown.suggestion else ""),
-            "see the annotation list in the README",
+            "unknown annotation",
+            f"did you mean {unknown.suggestion}?"
+            if unknown.suggestion
+            else "see the README for the annotation keys",
             action,
         )
         for unknown in pod.unknown_keys
@@ -278,8 +276,8 @@ def _allowed_refs(req: AdmissionRequest, pod: PodInjection, policy: Policy) -> l
                 Violation(
                     "allowedRefs",
                     injection.annotation,
-                    f"{ref} has {problem}",
-                    "write the plain path, without . or .. segments",
+                    f"path has {problem}",
+                    "write the path in its canonical form",
                     action,
                 )
             )
@@ -306,12 +304,10 @@ def _not_allowed(
     if not allowed:
         fix = f"no {scheme} reference is granted here; ask the platform team"
     elif len(allowed) == 1:
-        fix = f"allowed: {allowed[0]}"
+        fix = f"use {allowed[0]}"
     else:
-        fix = f"allowed: {allowed[0]} and {len(allowed) - 1} more"
-    return Violation(
-        "allowedRefs", injection.annotation, f"{ref} is not allowed in {namespace}", fix, action
-    )
+        fix = f"use {allowed[0]} or {len(allowed) - 1} more"
+    return Violation("allowedRefs", injection.annotation, f"{ref} not allowed", fix, action)
 
 
 def _delivery(req: AdmissionRequest, pod: PodInjection, policy: Policy) -> list[Violation]:
@@ -330,11 +326,11 @@ def _delivery(req: AdmissionRequest, pod: PodInjection, policy: Policy) -> list[
             continue
         other = "file" if injection.delivery == "env" else "env"
         fix = (
-            f"use a {other}.<name> annotation instead"
+            f"use a {other}.<name> annotation"
             if other in allowed
             else "no delivery is granted here; ask the platform team"
         )
-        what = f"{injection.delivery} delivery is not allowed in {req.namespace}"
+        what = f"{injection.delivery} delivery not allowed in {req.namespace}"
         found.append(Violation("delivery", injection.annotation, what, fix, action))
     return found
 
@@ -343,14 +339,17 @@ def _delivery(req: AdmissionRequest, pod: PodInjection, policy: Policy) -> list[
 
 
 def _containers(spec: Mapping[str, Any]) -> Iterator[tuple[str, Mapping[str, Any]]]:
-    """(`container app`, container) for app, init and ephemeral containers alike."""
-    for list_field, label in CONTAINER_KINDS:
+    """(`container app`, container) for app, init and ephemeral containers alike.
+
+    Container names are unique across the three lists, so the name alone says which.
+    """
+    for list_field in CONTAINER_FIELDS:
         items = spec.get(list_field)
         if not isinstance(items, list):
             continue
         for container in items:
             if isinstance(container, dict):
-                yield f"{label} {container.get('name')}", container
+                yield f"container {container.get('name')}", container
 
 
 def _items(container: Mapping[str, Any], key: str) -> Iterator[Mapping[str, Any]]:
@@ -364,7 +363,7 @@ def _plaintext_secrets(spec: Mapping[str, Any], policy: Policy) -> list[Violatio
     action = policy.action(rule.action)
     if action is None:
         return []
-    fix = "deliver it with an env.<NAME> annotation or valueFrom"
+    fix = "use an env.* annotation"
     found = []
     for where, container in _containers(spec):
         for env in _items(container, "env"):
@@ -377,9 +376,9 @@ def _plaintext_secrets(spec: Mapping[str, Any], policy: Policy) -> list[Violatio
                 continue
             looks_like = plaintext.secret_format(value)
             if looks_like is not None:
-                what = f"literal value looks like {looks_like}"
+                what = f"looks like {looks_like}"
             elif plaintext.is_secret_name(name):
-                what = "literal value in a secret-like variable"
+                what = "secret-like name, literal value"
             else:
                 continue
             found.append(Violation("plaintextSecrets", f"{where} env {name}", what, fix, action))
@@ -485,9 +484,9 @@ def _env_from_secrets(spec: Mapping[str, Any], policy: Policy) -> list[Violation
                 found.append(
                     Violation(
                         "envFromSecrets",
-                        f"{where} envFrom {ref.get('name')}",
-                        "imports every key of the Secret",
-                        "pick the keys you need with secretKeyRef",
+                        f"{where} envFrom secret {ref.get('name')}",
+                        "imports every key",
+                        "use secretKeyRef for the keys you need",
                         action,
                     )
                 )

@@ -41,7 +41,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from webhook.errors import ConfigError, KubernetesUnavailableError, WebhookError
+from webhook.errors import ConfigError, KubernetesError, KubernetesUnavailableError, WebhookError
 from webhook.kube import ATTEMPTS, MANAGED_BY, MANAGER, KubeApi, Obj, StatusError, open_api
 from webhook.settings import SelfManagedTls, Settings, Tls
 
@@ -197,8 +197,8 @@ def renew(
         ca = make_authority(now, life.ca_validity)
         return Bundle(ca, (ca.cert,), *issue_serving_cert(ca, names, now, life.validity))
     signer = bundle.signer
-    # An expired CA leaves the bundle (the signer never is: it is renewed well before).
-    trusted = tuple(c for c in bundle.trusted if c == signer.cert or c.not_valid_after_utc > now)
+    # An expired CA leaves the bundle (a signer that is not due for renewal is not expired).
+    trusted = tuple(c for c in bundle.trusted if c.not_valid_after_utc > now)
     if signer.cert.not_valid_after_utc - now <= life.ca_renew_before:
         signer = make_authority(now, life.ca_validity)
         trusted = (signer.cert, *trusted)
@@ -302,7 +302,7 @@ class SelfManagedCa:
         self.life = Lifetimes.of(self.conf)
         self.clock = clock
         self.bundle: Bundle | None = None
-        # True once the files are written and every named caBundle holds our CA bundle.
+        # Whether, at the end of the last pass, every named caBundle held our CA bundle.
         self.in_sync = False
         self._task: asyncio.Task[None] | None = None
 
@@ -319,16 +319,20 @@ class SelfManagedCa:
         self.api.close()
 
     async def sync(self) -> Bundle:
-        """One pass: the Secret (created or renewed when due), the files, the caBundles."""
-        self.in_sync = False
+        """One pass: the Secret (created or renewed when due), the files, the caBundles.
+
+        `in_sync` changes only at the end: a failed pass leaves the files being served, and
+        readiness built on it does not flap while a pass runs."""
         try:
             bundle = await self._ensure_secret()
         except StatusError as exc:
             raise KubernetesUnavailableError(
-                f"self-managed CA: Secret {self.namespace}/{self.conf.secret_name}: "
-                f"{exc.status} {exc.reason} ({exc.message}); the webhook's service account "
-                "needs get, create and update on that Secret"
+                f"self-managed CA: Secret {self._where}: {exc.status} {exc.reason} "
+                f"({exc.message}); the webhook's service account needs get, create and update "
+                "on that Secret"
             ) from None
+        except KubernetesError as exc:  # from KubeApi.call: unreachable, no answer in time
+            raise type(exc)(f"self-managed CA: Secret {self._where}: {exc.message}") from None
         self.bundle = bundle
         await asyncio.to_thread(self._write_files, bundle)
         self.in_sync = await self._sync_ca_bundles(bundle)

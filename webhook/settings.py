@@ -110,6 +110,9 @@ class VaultProvider:
 @dataclass(frozen=True, slots=True)
 class AwsProvider:
     region: str | None = None  # None: AWS_REGION / AWS_DEFAULT_REGION
+    # How pods authenticate to AWS through the CSI provider: IRSA (false) or EKS Pod
+    # Identity (true); the SPC parameter `usePodIdentity` of the AWS provider.
+    use_pod_identity: bool = False
 
 
 @dataclass(frozen=True, slots=True)

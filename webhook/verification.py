@@ -57,6 +57,9 @@ class ReferenceVerifier:
             on_lookup=lambda result: metrics.cache_lookups.labels(result=result).inc(),
         )
         self._breakers: dict[BreakerKey, CircuitBreaker] = {}
+        # A call gives up a little before the review does, so the review sees the call's
+        # own answer (and the breaker has counted it) rather than only its own deadline.
+        self._call_timeout = max(verify.timeout_seconds - 0.05, verify.timeout_seconds * 0.9)
         self._executor = ThreadPoolExecutor(
             max_workers=verify.max_concurrent_calls, thread_name_prefix="verify"
         )
@@ -121,14 +124,14 @@ class ReferenceVerifier:
             requests.labels(backend=backend.name, result="circuit_open").inc()
             raise BackendError(
                 f"is failing ({breaker.failures} failures in a row; "
-                f"next try in {breaker.retry_in():.0f}s)",
+                f"next try in {round(breaker.retry_in(), 1):g}s)",
                 "unavailable",
             )
         loop = asyncio.get_running_loop()
         started = time.monotonic()
         outcome: Existence | BackendError
         try:
-            async with asyncio.timeout(self._verify.timeout_seconds):
+            async with asyncio.timeout(self._call_timeout):
                 outcome = await loop.run_in_executor(
                     self._executor, backend.check, lookup.target, lookup.region
                 )

@@ -5,11 +5,14 @@ wrapped in the AdmissionReview the API server would send for it (for `explain` a
 from __future__ import annotations
 
 import copy
+import hashlib
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import jsonpatch
+import orjson
+import yaml
 
 from webhook.review import API_VERSION, PatchOp, RawPod
 
@@ -63,7 +66,9 @@ def pod_for(obj: Mapping[str, Any], namespace: str) -> RawPod | None:
     if not isinstance(metadata, dict):
         raise ManifestError(f"{label(obj)}: {'.'.join(path)}.metadata must be a mapping")
     owner_kind = TEMPLATES[_key(obj)][1]
-    owner_name = name if owner_kind == obj.get("kind") else f"{name}-explain"
+    # A Deployment's ReplicaSet (a CronJob's Job) is named after the template's hash.
+    digest = hashlib.sha256(orjson.dumps(template, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    owner_name = name if owner_kind == obj.get("kind") else f"{name}-{digest[:10]}"
     metadata.pop("name", None)
     metadata.update(
         namespace=namespace,
@@ -126,6 +131,25 @@ def admission_review(pod: RawPod, namespace: str, user: str) -> dict[str, Any]:
             "options": {"apiVersion": "meta.k8s.io/v1", "kind": "CreateOptions"},
         },
     }
+
+
+class _Dumper(yaml.SafeDumper):
+    """Block style, and multi-line strings (SPC `objects`) as literal blocks."""
+
+
+def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _str)
+
+
+def dump(objects: Iterable[Mapping[str, Any]]) -> str:
+    """A YAML stream (`---` before each object), keys in their original order."""
+    return yaml.dump_all(
+        [dict(o) for o in objects], Dumper=_Dumper, sort_keys=False, explicit_start=True
+    )
 
 
 def _key(obj: Mapping[str, Any]) -> tuple[str, str]:

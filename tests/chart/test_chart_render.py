@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import helm_python
 import kubernetes_validate
 import pytest
+import yaml
 
 from tests.chart.rendering import (
     CHART_DIR,
@@ -15,6 +17,7 @@ from tests.chart.rendering import (
     NAMESPACE,
     VALUE_SETS,
     Rendered,
+    chart,
     render,
 )
 
@@ -162,11 +165,29 @@ def test_chart_service_forwards_443_to_the_webhook_port() -> None:
     assert (metrics["port"], metrics["targetPort"]) == (9090, "metrics")
 
 
-def test_chart_graceful_termination_covers_the_drain() -> None:
-    pod = render().one("Deployment")["spec"]["template"]["spec"]
+@pytest.mark.parametrize(
+    ("values", "pre_stop"),
+    [
+        pytest.param({}, 0, id="own-sigterm-handling"),
+        pytest.param(
+            {"lifecycle": {"preStopSleepSeconds": 5}, "terminationGracePeriodSeconds": 40},
+            5,
+            id="pre-stop-sleep",
+        ),
+    ],
+)
+def test_chart_graceful_termination_covers_the_drain(values: dict[str, Any], pre_stop: int) -> None:
+    rendered = render(values)
+    pod = rendered.one("Deployment")["spec"]["template"]["spec"]
+    listen = yaml.safe_load(rendered.config_text())["listen"]
     (container,) = pod["containers"]
-    sleep = container["lifecycle"]["preStop"]["sleep"]["seconds"]
-    assert pod["terminationGracePeriodSeconds"] > sleep + 20  # + config shutdownTimeoutSeconds
+    if pre_stop:
+        assert container["lifecycle"]["preStop"] == {"sleep": {"seconds": pre_stop}}
+    else:
+        assert "lifecycle" not in container
+        assert listen["shutdownDelaySeconds"] > 0  # readiness fails while endpoints update
+    drain = pre_stop + listen["shutdownDelaySeconds"] + listen["shutdownTimeoutSeconds"]
+    assert pod["terminationGracePeriodSeconds"] > drain
 
 
 def test_chart_config_edits_roll_the_pods() -> None:
@@ -254,3 +275,72 @@ def test_chart_lints_clean_in_strict_mode(values: dict[str, Any]) -> None:
     )
     assert report["errors"] == []
     assert report["messages"] == []
+
+
+def test_chart_names_stay_valid_for_the_longest_release_name() -> None:
+    release = "r" * 53  # Helm's limit
+    manifests = chart().render(
+        values=VALUE_SETS["tls-self-managed"] | VALUE_SETS["monitoring"],
+        name=release,
+        namespace=NAMESPACE,
+    )
+    texts = [text for name, text in manifests.items() if name.endswith(".yaml")]
+    objects = [obj for text in texts for obj in yaml.safe_load_all(text) if obj]
+    assert objects
+    for obj in objects:
+        name = obj["metadata"]["name"]
+        # Services are DNS-1035 labels; everything else here a DNS-1123 subdomain.
+        limit = 63 if obj["kind"] == "Service" else 253
+        assert len(name) <= limit and re.fullmatch(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?", name), name
+        for value in obj["metadata"]["labels"].values():
+            assert len(value) <= 63, value
+
+
+@pytest.mark.parametrize(
+    ("values", "image"),
+    [
+        pytest.param({}, "ghcr.io/secret-injector/secret-injector:0.1.0", id="app-version"),
+        pytest.param(
+            {"image": {"repository": "registry.example/si", "tag": "1.2.3"}},
+            "registry.example/si:1.2.3",
+            id="tag",
+        ),
+        pytest.param(
+            {"image": {"digest": "sha256:" + "a" * 64}},
+            "ghcr.io/secret-injector/secret-injector:0.1.0@sha256:" + "a" * 64,
+            id="digest",
+        ),
+    ],
+)
+def test_chart_image_reference(values: dict[str, Any], image: str) -> None:
+    assert render(values).container()["image"] == image
+
+
+def test_chart_pod_values_reach_the_pod() -> None:
+    values: dict[str, Any] = {
+        "priorityClassName": "system-cluster-critical",
+        "imagePullSecrets": [{"name": "regcred"}],
+        "podAnnotations": {"example.com/team": "platform"},
+        "podLabels": {"team": "platform"},
+        "nodeSelector": {"kubernetes.io/os": "linux"},
+        "tolerations": [{"key": "dedicated", "operator": "Exists", "effect": "NoSchedule"}],
+        "extraEnv": [{"name": "AWS_ENDPOINT_URL_SECRETS_MANAGER", "value": "https://vpce"}],
+        "serviceAccount": {"annotations": {"eks.amazonaws.com/role-arn": "arn:aws:iam::1:role/x"}},
+        "commonLabels": {"cost-center": "42"},
+    }
+    rendered = render(values)
+    template = rendered.one("Deployment")["spec"]["template"]
+    pod = template["spec"]
+    assert pod["priorityClassName"] == "system-cluster-critical"
+    assert pod["imagePullSecrets"] == [{"name": "regcred"}]
+    assert pod["nodeSelector"] == values["nodeSelector"]
+    assert pod["tolerations"] == values["tolerations"]
+    assert template["metadata"]["annotations"]["example.com/team"] == "platform"
+    assert template["metadata"]["labels"]["team"] == "platform"
+    env = {e["name"]: e for e in rendered.container()["env"]}
+    assert env["AWS_ENDPOINT_URL_SECRETS_MANAGER"]["value"] == "https://vpce"
+    assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+    account = rendered.one("ServiceAccount")["metadata"]
+    assert account["annotations"] == values["serviceAccount"]["annotations"]
+    for obj in rendered.objects:
+        assert obj["metadata"]["labels"]["cost-center"] == "42"

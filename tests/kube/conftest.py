@@ -21,8 +21,8 @@ async def fake() -> AsyncIterator[FakeKube]:
 
 @pytest.fixture
 def settings(fake: FakeKube, tmp_path: Path) -> Settings:
-    """Settings whose kubeconfig points at `fake`, with a short deadline."""
+    """Settings whose kubeconfig points at `fake`; a deadline generous for a loaded machine."""
     kubeconfig = fake.kubeconfig(tmp_path / "kubeconfig")
     return replace(
-        Settings(), kubernetes=Kubernetes(kubeconfig=str(kubeconfig), timeout_seconds=0.5)
+        Settings(), kubernetes=Kubernetes(kubeconfig=str(kubeconfig), timeout_seconds=5.0)
     )

@@ -240,12 +240,19 @@ async def test_ensure_denies_an_spc_the_crd_schema_rejects(store: KubernetesSpcS
     assert caught.value.code == 500
 
 
-async def test_ensure_gives_up_at_the_deadline(fake: FakeKube, store: KubernetesSpcStore) -> None:
+async def test_ensure_gives_up_at_the_deadline(fake: FakeKube, settings: Settings) -> None:
     fake.hang(SPC_PATH, seconds=60)  # released when the fake closes
-    with pytest.raises(KubernetesUnavailableError, match=r"did not answer within 0\.5s") as caught:
-        # Only a safety net against a hung suite; the store's own deadline is 0.5 s.
-        await asyncio.wait_for(store.ensure(NS, [VAULT_SPC]), timeout=30)
-    assert caught.value.code == 503
+    store = open_spc_store(
+        replace(settings, kubernetes=replace(settings.kubernetes, timeout_seconds=0.5))
+    )
+    assert store is not None
+    try:
+        with pytest.raises(KubernetesUnavailableError, match=r"did not answer within 0\.5s") as err:
+            # Only a safety net against a hung suite; the store's own deadline is 0.5 s.
+            await asyncio.wait_for(store.ensure(NS, [VAULT_SPC]), timeout=30)
+    finally:
+        await store.close()
+    assert err.value.code == 503
 
 
 async def test_ensure_reports_an_unreachable_api(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from tests.conftest import DATA, PREFIX, make_pod, make_review
-from webhook import annotations, mutation, providers, review
+from webhook import annotations, mutation, pipeline, policy, providers, review
 from webhook.errors import AnnotationError, ConflictError
 from webhook.providers import SpcPlan
 from webhook.refs import PodInjection
@@ -574,3 +574,29 @@ def test_build_patch_refuses_to_clobber(pod: dict[str, Any], expected: list[str]
     with pytest.raises(ConflictError) as caught:
         Case(pod).patch()
     assert list(caught.value.lines) == expected
+
+
+# -- through the pipeline ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "case",
+    [CASES["both-backends-env-and-file"], CASES["typical-deployment-pod"]],
+    ids=["both-backends", "typical"],
+)
+async def test_admit_then_validate_round_trip(case: Case) -> None:
+    """/mutate patches, a reinvocation on the patched pod adds nothing, /validate allows it."""
+    context = pipeline.Context(settings=SETTINGS, policy=policy.Policy())
+
+    def request(pod: dict[str, Any]) -> review.AdmissionRequest:
+        return review.parse_review(orjson.dumps(make_review(pod, namespace="shop")))
+
+    first = await pipeline.admit(request(case.pod), context)
+    assert first.outcome == "injected"
+    assert [spc["metadata"]["name"] for spc in first.spcs] == [spc.name for spc in case.plan()]
+    patched = apply(case.pod, first.patch)
+    again = await pipeline.admit(request(patched), context)
+    assert (again.outcome, again.patch) == ("allowed", [])
+    assert (await pipeline.validate(request(patched), context)).allowed
+    unpatched = await pipeline.validate(request(case.pod), context)
+    assert unpatched.denial is not None and unpatched.denial.lines[0].startswith("injection: ")

@@ -9,6 +9,8 @@ import jsonschema
 import orjson
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.conftest import DATA, PREFIX, make_pod, make_review
 from webhook import annotations, providers, review
@@ -206,15 +208,15 @@ def test_plan_vault_spc_in_the_provider_format() -> None:
             "roleName": "shop",
             "vaultKubernetesMountPath": "kubernetes",
             "objects": (
-                "- objectName: db\n"
-                "  secretPath: secret/data/shop/db?version=4\n"
-                "  secretKey: password\n"
-                "- objectName: .secret-injector.env.API_TOKEN\n"
-                "  secretPath: secret/data/shop/api\n"
-                "  secretKey: token\n"
-                "- objectName: .secret-injector.env.DB_PASS\n"
-                "  secretPath: secret/data/shop/db\n"
-                "  secretKey: password\n"
+                '- objectName: "db"\n'
+                '  secretPath: "secret/data/shop/db?version=4"\n'
+                '  secretKey: "password"\n'
+                '- objectName: ".secret-injector.env.API_TOKEN"\n'
+                '  secretPath: "secret/data/shop/api"\n'
+                '  secretKey: "token"\n'
+                '- objectName: ".secret-injector.env.DB_PASS"\n'
+                '  secretPath: "secret/data/shop/db"\n'
+                '  secretKey: "password"\n'
             ),
         },
         "secretObjects": [
@@ -341,6 +343,13 @@ def test_plan_aws_region(values: dict[str, str], region: str | None, expected: s
     assert spc.body["spec"]["parameters"].get("region") == expected
 
 
+@pytest.mark.parametrize(("pod_identity", "expected"), [(False, None), (True, "true")])
+def test_plan_aws_pod_identity_comes_from_config(pod_identity: bool, expected: str | None) -> None:
+    config = Settings(providers=Providers(aws=AwsProvider(use_pod_identity=pod_identity)))
+    (spc,) = plan_for({PREFIX + "file.flag": "aws-ssm:/shop/flag"}, config)
+    assert spc.body["spec"]["parameters"].get("usePodIdentity") == expected
+
+
 @pytest.mark.parametrize(
     ("values", "template", "service_account", "expected"),
     [
@@ -403,6 +412,53 @@ def test_plan_other_content_gets_another_name(change: dict[str, str]) -> None:
 
 def test_plan_providers_in_a_stable_order() -> None:
     assert [spc.provider for spc in plan_for(CASES["both-backends"])] == ["vault", "aws"]
+
+
+def test_objects_yaml_aws_format() -> None:
+    text = providers.objects_yaml(
+        [
+            {
+                "objectName": "shop/db",
+                "objectType": "secretsmanager",
+                "objectAlias": "db.json",
+                "jmesPath": [
+                    {"path": '"password"', "objectAlias": "db-password"},
+                    {"path": '"user"', "objectAlias": "user"},
+                ],
+            },
+            {"objectName": "/shop/flag", "objectType": "ssmparameter", "objectAlias": "flag"},
+        ]
+    )
+    assert text == (
+        '- objectName: "shop/db"\n'
+        '  objectType: "secretsmanager"\n'
+        '  objectAlias: "db.json"\n'
+        "  jmesPath:\n"
+        '  - path: "\\"password\\""\n'
+        '    objectAlias: "db-password"\n'
+        '  - path: "\\"user\\""\n'
+        '    objectAlias: "user"\n'
+        '- objectName: "/shop/flag"\n'
+        '  objectType: "ssmparameter"\n'
+        '  objectAlias: "flag"\n'
+    )
+
+
+_TEXT = st.text(st.characters(exclude_categories=["Cs"]), max_size=40)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(
+        st.fixed_dictionaries(
+            {"objectName": _TEXT, "secretKey": _TEXT},
+            optional={"jmesPath": st.lists(st.fixed_dictionaries({"path": _TEXT, "alias": _TEXT}))},
+        ),
+        max_size=4,
+    )
+)
+def test_objects_yaml_reads_back_as_written(objects_: list[dict[str, Any]]) -> None:
+    assert yaml.safe_load(providers.objects_yaml(objects_)) == objects_
 
 
 def test_plan_without_injections_is_empty() -> None:

@@ -127,6 +127,7 @@ class VaultBackend:
         self._auth_lock = threading.Lock()
         self._renew_at = 0.0  # monotonic time to log in (again); 0: not logged in yet
         self._last_login = -RELOGIN_INTERVAL_SECONDS
+        self._lost_contact = False  # unreachable since the last login: re-login on a 403
         self._client: hvac.Client | None = None
         if config.address:
             self._client = hvac.Client(
@@ -268,10 +269,16 @@ class VaultBackend:
         try:
             return call()
         except hvac.exceptions.Forbidden:
-            if time.monotonic() - self._last_login < RELOGIN_INTERVAL_SECONDS:
+            recent = time.monotonic() - self._last_login < RELOGIN_INTERVAL_SECONDS
+            if recent and not self._lost_contact:
                 raise
             self._login(force=True)
             return call()
+        except BackendError as error:
+            if error.transient:
+                # Vault may come back as a new server that no longer knows our token.
+                self._lost_contact = True
+            raise
 
     def _login(self, force: bool) -> None:
         with self._auth_lock:
@@ -280,6 +287,7 @@ class VaultBackend:
             client = self._require_client()
             auth = self._config.auth
             self._last_login = time.monotonic()
+            self._lost_contact = False
             if auth.method == "token":
                 client.token = self._token()
                 # A token file may be rotated by an agent: read it again now and then.

@@ -1,0 +1,134 @@
+"""ExistenceCache: TTLs, bound, single-flight; driven by a fake clock, no sleeping."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from webhook.backends import FOUND, BackendError, Existence
+from webhook.backends.cache import ExistenceCache, LookupResult
+
+MISSING = Existence(False, "secret not found")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Loader:
+    """Counts loads; answers with `value` (or raises it) once `release` is set."""
+
+    def __init__(self, value: Existence | BackendError) -> None:
+        self.value = value
+        self.calls = 0
+        self.release = asyncio.Event()
+        self.release.set()
+
+    async def __call__(self) -> Existence:
+        self.calls += 1
+        await self.release.wait()
+        if isinstance(self.value, BackendError):
+            raise self.value
+        return self.value
+
+
+def make_cache(
+    clock: Clock, lookups: list[LookupResult] | None = None, max_entries: int = 100
+) -> ExistenceCache[str]:
+    record = lookups.append if lookups is not None else (lambda result: None)
+    return ExistenceCache(
+        ttl=60, negative_ttl=10, max_entries=max_entries, on_lookup=record, clock=clock
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "ttl"),
+    [pytest.param(FOUND, 60, id="found-positive-ttl"), pytest.param(MISSING, 10, id="missing")],
+)
+async def test_cache_keeps_an_answer_for_its_ttl(value: Existence, ttl: float) -> None:
+    clock = Clock()
+    cache = make_cache(clock)
+    load = Loader(value)
+    assert await cache.get("k", load) == value
+    clock.now += ttl - 0.01
+    assert await cache.get("k", load) == value
+    assert load.calls == 1
+    clock.now += 0.02
+    assert await cache.get("k", load) == value
+    assert load.calls == 2
+
+
+async def test_cache_never_keeps_a_failure() -> None:
+    cache = make_cache(Clock())
+    load = Loader(BackendError("unreachable", "unreachable"))
+    for _ in range(2):
+        with pytest.raises(BackendError):
+            await cache.get("k", load)
+    assert load.calls == 2
+    assert len(cache) == 0
+
+
+async def test_cache_zero_ttl_keeps_nothing() -> None:
+    cache: ExistenceCache[str] = ExistenceCache(ttl=0, negative_ttl=0, max_entries=10)
+    load = Loader(FOUND)
+    await cache.get("k", load)
+    await cache.get("k", load)
+    assert load.calls == 2
+
+
+async def test_cache_evicts_the_least_recently_used_beyond_its_bound() -> None:
+    cache = make_cache(Clock(), max_entries=2)
+    loads = {key: Loader(FOUND) for key in "abc"}
+    await cache.get("a", loads["a"])
+    await cache.get("b", loads["b"])
+    await cache.get("a", loads["a"])  # a is now the most recently used
+    await cache.get("c", loads["c"])  # evicts b
+    assert len(cache) == 2
+    assert cache.cached("a") == FOUND
+    assert cache.cached("b") is None
+    assert cache.cached("c") == FOUND
+
+
+async def test_cache_concurrent_callers_share_one_load_and_its_failure() -> None:
+    lookups: list[LookupResult] = []
+    cache = make_cache(Clock(), lookups)
+    load = Loader(BackendError("unreachable", "unreachable"))
+    load.release.clear()
+    waiters = [asyncio.ensure_future(cache.get("k", load)) for _ in range(10)]
+    await asyncio.sleep(0)
+    load.release.set()
+    results = await asyncio.gather(*waiters, return_exceptions=True)
+    assert load.calls == 1
+    assert all(isinstance(r, BackendError) for r in results)
+    assert sorted(lookups) == ["hit"] * 9 + ["miss"]
+
+
+async def test_cache_a_caller_giving_up_does_not_cancel_the_shared_load() -> None:
+    cache = make_cache(Clock())
+    load = Loader(FOUND)
+    load.release.clear()
+    impatient = asyncio.ensure_future(cache.get("k", load))
+    patient = asyncio.ensure_future(cache.get("k", load))
+    await asyncio.sleep(0)
+    impatient.cancel()
+    load.release.set()
+    assert await patient == FOUND
+    assert impatient.cancelled()
+    assert cache.cached("k") == FOUND
+    assert load.calls == 1
+
+
+async def test_cache_close_cancels_loads_under_way() -> None:
+    cache = make_cache(Clock())
+    load = Loader(FOUND)
+    load.release.clear()
+    waiter = asyncio.ensure_future(cache.get("k", load))
+    await asyncio.sleep(0)
+    await cache.close()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
