@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from webhook import handlers, pipeline, policy
+from webhook import handlers, kube, pipeline, policy, policy_file, selfsigned, verification
 from webhook.handlers import CONTEXT, HEALTH, METRICS, SETTINGS, Health
 from webhook.metrics import Metrics
 from webhook.settings import Settings
@@ -29,16 +29,35 @@ KEEPALIVE_SECONDS = 120.0
 
 @contextlib.asynccontextmanager
 async def open_context(
-    settings: Settings, metrics: Metrics, *, kubernetes: bool = True
+    settings: Settings, metrics: Metrics, *, kubernetes: bool = True, watch: bool = True
 ) -> AsyncIterator[pipeline.Context]:
     """The pipeline's Context with its clients, closed on exit; `serve` and `explain`
-    both come through here, so they decide alike (`explain` passes kubernetes=False:
-    it never writes to the Kubernetes API)."""
-    # The seams of the other components plug in here as they land: the policy file
-    # (policy_file.PolicySource), verification.open_verifier(settings, metrics) and,
-    # when `kubernetes`, kube.open_spc_store(settings).
-    del metrics, kubernetes
-    yield pipeline.Context(settings=settings, policy=policy.Policy())
+    both come through here, so they decide alike (`explain` passes kubernetes=False and
+    watch=False: it never writes to the Kubernetes API and reads the policy once).
+
+    Raises ConfigError when the policy file is invalid: no webhook starts with a policy
+    nobody wrote."""
+    ctx = pipeline.Context(settings=settings, policy=policy.Policy(), metrics=metrics)
+
+    def use_policy(new: policy.Policy) -> None:
+        ctx.policy = new
+
+    source = policy_file.PolicySource(settings.policy_file, metrics=metrics, on_change=use_policy)
+    ctx.policy = source.policy
+    verifier = verification.open_verifier(settings, metrics)
+    store = kube.open_spc_store(settings) if kubernetes else None
+    ctx.verifier, ctx.spc_store = verifier, store
+    watcher = asyncio.create_task(source.watch(), name="policy-reload") if watch else None
+    try:
+        yield ctx
+    finally:
+        if watcher is not None:
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
+        if verifier is not None:
+            await verifier.close()
+        if store is not None:
+            await store.close()
 
 
 async def _context_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -157,6 +176,19 @@ class Server:
 async def serve(settings: Settings) -> None:
     """Run the webhook until SIGTERM or SIGINT, then shut down gracefully."""
     metrics = Metrics()
+    # Self-managed CA: the shared Secret is created or loaded and the serving files written
+    # before the TLS context reads them (raises when the Kubernetes API refuses).
+    authority = selfsigned.open_self_managed_ca(settings)
+    if authority is not None:
+        await authority.start()
+    try:
+        await _serve_until_signal(settings, metrics)
+    finally:
+        if authority is not None:
+            await authority.close()
+
+
+async def _serve_until_signal(settings: Settings, metrics: Metrics) -> None:
     tls = ReloadingContext(settings.tls, metrics)  # TlsError: refuse to start
     server = Server(settings, metrics, tls)
     await server.start()

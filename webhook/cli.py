@@ -19,7 +19,7 @@ import orjson
 import yaml
 
 from webhook import __version__, app, certs, handlers, logs, pipeline, review, workload
-from webhook.errors import ConfigError, ReviewError
+from webhook.errors import ConfigError, ReviewError, WebhookError
 from webhook.metrics import Metrics
 from webhook.settings import Settings
 
@@ -115,7 +115,7 @@ def _serve(config: str | None) -> int:
     logs.configure(settings.logging.level)
     try:
         _run(app.serve(settings))
-    except ConfigError as exc:  # TLS files unusable
+    except (ConfigError, WebhookError) as exc:  # TLS files, policy file, self-managed CA
         print(f"secret-injector: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except OSError as exc:
@@ -189,7 +189,7 @@ async def _explain_documents(
 ) -> Explained:
     report = Explained()
     seen_spcs: set[str] = set()
-    async with app.open_context(settings, Metrics(), kubernetes=False) as ctx:
+    async with app.open_context(settings, Metrics(), kubernetes=False, watch=False) as ctx:
         for document in documents:
             name = workload.label(document)
             ns = namespace or _namespace_of(document)

@@ -15,6 +15,7 @@ guessing.
 
 from __future__ import annotations
 
+import functools
 import re
 
 SECRET_WORDS = frozenset(
@@ -111,25 +112,47 @@ NOT_SECRET_VALUES = frozenset(
 _WORDS = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|[0-9]+")
 # Kubernetes dependent variables `$(NAME)` and shell/template placeholders `${NAME}`.
 _REFERENCE = re.compile(r"\$\([A-Za-z_][A-Za-z0-9_]*\)|\$\{[A-Za-z_][A-Za-z0-9_]*\}")
-_URL_PASSWORD = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@?#]*:([^/\s@?#]+)@")
+# `scheme://user:password@`: the userinfo after `://` holds a `:` (RFC 3986, 3.2.1).
+_URL_PASSWORD = re.compile(r"://[^/\s:@?#]*:([^/\s@?#]+)@")
 
-# (what it looks like, pattern). Sources: AWS IAM identifiers (access key id prefixes),
-# RFC 7468 (PEM labels), RFC 7519 (JWT: base64url JSON header and payload start `eyJ`),
-# RFC 3986 (userinfo), and the token prefixes GitHub, Slack, Stripe and Google publish.
-VALUE_FORMATS: tuple[tuple[str, re.Pattern[str]], ...] = (
-    ("a PEM private key", re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----")),
+# (what it looks like, literals one of which it contains, pattern). Sources: AWS IAM
+# identifiers (access key id prefixes), RFC 7468 (PEM labels), RFC 7519 (JWT: base64url JSON
+# header and payload start `eyJ`), RFC 3986 (userinfo), and the token prefixes GitHub, Slack,
+# Stripe and Google publish. The literals are a cheap test that skips the regular expressions
+# for nearly every ordinary value (a review may carry hundreds of env vars).
+VALUE_FORMATS: tuple[tuple[str, tuple[str, ...], re.Pattern[str]], ...] = (
+    (
+        "a PEM private key",
+        ("-----BEGIN ",),
+        re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----"),
+    ),
     (
         "an AWS access key id",
+        ("A3T", "AKIA", "ASIA", "ABIA", "ACCA"),
         re.compile(r"(?<![A-Z0-9])(?:A3T[A-Z0-9]|AKIA|ASIA|ABIA|ACCA)[A-Z2-7]{16}(?![A-Z0-9])"),
     ),
-    ("a JWT", re.compile(r"(?<![A-Za-z0-9_-])eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.")),
+    (
+        "a JWT",
+        ("eyJ",),
+        re.compile(r"(?<![A-Za-z0-9_-])eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\."),
+    ),
     (
         "a GitHub token",
+        ("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"),
         re.compile(r"(?<![A-Za-z0-9])(?:gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{40,})"),
     ),
-    ("a Slack token", re.compile(r"(?<![A-Za-z0-9])xox[abposr]-[A-Za-z0-9-]{10,}")),
-    ("a Stripe live key", re.compile(r"(?<![A-Za-z0-9])[rs]k_live_[A-Za-z0-9]{16,}")),
-    ("a Google API key", re.compile(r"(?<![A-Za-z0-9])AIza[0-9A-Za-z_-]{35}(?![0-9A-Za-z_-])")),
+    ("a Slack token", ("xox",), re.compile(r"(?<![A-Za-z0-9])xox[abposr]-[A-Za-z0-9-]{10,}")),
+    ("a Stripe live key", ("k_live_",), re.compile(r"(?<![A-Za-z0-9])[rs]k_live_[A-Za-z0-9]{16,}")),
+    (
+        "a Google API key",
+        ("AIza",),
+        re.compile(r"(?<![A-Za-z0-9])AIza[0-9A-Za-z_-]{35}(?![0-9A-Za-z_-])"),
+    ),
+)
+_SHORTEST_FORMAT = len("a://b:c@")  # every format above is longer than this
+_LITERALS = re.compile(
+    "|".join(re.escape(literal) for _, literals, _ in VALUE_FORMATS for literal in literals)
+    + "|://"
 )
 
 
@@ -138,6 +161,7 @@ def words(name: str) -> list[str]:
     return [word.upper() for word in _WORDS.findall(name)]
 
 
+@functools.lru_cache(maxsize=4096)  # the same few names come back in every review
 def is_secret_name(name: str) -> bool:
     """Whether an env var of this name would hold a secret."""
     parts = words(name)
@@ -166,10 +190,18 @@ def is_placeholder(value: str) -> bool:
 
 def secret_format(value: str) -> str | None:
     """The known credential format `value` contains ("a JWT"), or None."""
-    for description, pattern in VALUE_FORMATS:
-        if pattern.search(value):
-            return description
-    for match in _URL_PASSWORD.finditer(value):
-        if not _REFERENCE.fullmatch(match.group(1)):
-            return "a URL with a password"
+    # Nearly every value is shorter than any format, or has none of their literals: one
+    # length test or one scan, and done.
+    if len(value) < _SHORTEST_FORMAT or _LITERALS.search(value) is None:
+        return None
+    for description, literals, pattern in VALUE_FORMATS:
+        for literal in literals:
+            if literal in value:
+                if pattern.search(value):
+                    return description
+                break
+    if "://" in value:
+        for match in _URL_PASSWORD.finditer(value):
+            if not _REFERENCE.fullmatch(match.group(1)):
+                return "a URL with a password"
     return None

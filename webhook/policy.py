@@ -5,7 +5,8 @@
 `check()` returns every violation of a pod, each already carrying its action: in `audit`
 mode every `deny` becomes `warn`. The same rules run at /mutate (on the incoming pod,
 before any backend call) and at /validate (on the final pod); their lines are identical
-at both stages, and the API server merges identical warnings into one.
+at both stages, and the API server sends identical warnings once (its warning recorder
+deduplicates by text: k8s.io/apiserver/pkg/endpoints/filters/warning.go).
 """
 
 from __future__ import annotations
@@ -370,14 +371,12 @@ def _plaintext_secrets(spec: Mapping[str, Any], policy: Policy) -> list[Violatio
             name, value = env.get("name"), env.get("value")
             if not isinstance(name, str) or not isinstance(value, str):
                 continue  # valueFrom, or no value: nothing literal
-            if any(globs.name_matches(g, name) for g in rule.ignore_names):
-                continue
-            if plaintext.is_placeholder(value):
+            if rule.ignore_names and any(globs.name_matches(g, name) for g in rule.ignore_names):
                 continue
             looks_like = plaintext.secret_format(value)
             if looks_like is not None:
                 what = f"looks like {looks_like}"
-            elif plaintext.is_secret_name(name):
+            elif plaintext.is_secret_name(name) and not plaintext.is_placeholder(value):
                 what = "secret-like name, literal value"
             else:
                 continue

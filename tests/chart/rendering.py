@@ -99,7 +99,7 @@ VALUE_SETS: dict[str, Obj] = {
                     "namespace": "team-a",
                     "auth": {"method": "approle", "roleId": "1234-abcd"},
                 },
-                "aws": {"region": "eu-west-1"},
+                "aws": {"region": "eu-west-1", "usePodIdentity": True},
             },
             "verify": {"mode": "enforce", "timeoutSeconds": 0.5},
         },

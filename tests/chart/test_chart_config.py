@@ -88,6 +88,7 @@ def test_config_carries_the_values(tmp_path: Path) -> None:
     assert vault.auth.secret_id_file == "/etc/secret-injector/vault-credentials/secret-id"
     assert vault.auth.token_file is None
     assert settings.providers.aws.region == "eu-west-1"
+    assert settings.providers.aws.use_pod_identity is True
     assert (settings.verify.mode, settings.verify.timeout_seconds) == ("enforce", 0.5)
 
 

@@ -20,7 +20,7 @@ from tests.integration.webhook_client import Client
 from webhook import certs
 from webhook.app import Server
 from webhook.metrics import Metrics
-from webhook.settings import Listen, Settings, Tls
+from webhook.settings import Kubernetes, Listen, Settings, Tls, Verify
 from webhook.tls import ReloadingContext
 
 REPO = Path(webhook.__file__).resolve().parents[1]
@@ -34,7 +34,8 @@ def dev_certs(tmp_path: Path) -> certs.CertFiles:
 
 @pytest.fixture
 def settings(dev_certs: certs.CertFiles) -> Settings:
-    """Settings for a server on free ports of 127.0.0.1, polling its certs quickly."""
+    """Settings for a server on free ports of 127.0.0.1, polling its certs quickly; no
+    backend verification and no Kubernetes API (tests/backends and tests/kube cover those)."""
     return Settings(
         listen=Listen(address="127.0.0.1", port=0, metrics_address="127.0.0.1", metrics_port=0),
         tls=Tls(
@@ -43,6 +44,8 @@ def settings(dev_certs: certs.CertFiles) -> Settings:
             reload_interval_seconds=0.05,
         ),
         max_body_bytes=64 * 1024,
+        verify=Verify(mode="off"),
+        kubernetes=Kubernetes(manage_secret_provider_classes=False),
     )
 
 
