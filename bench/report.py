@@ -146,7 +146,7 @@ def markdown(result: Mapping[str, Any]) -> str:
         alone = cold.get("warm_alone")
         lines += [
             "",
-            f"Cold path (typical, c=8 warm + 1 paced connection with a fresh OpenBao reference "
+            f"Cold path (typical, c=8 warm + 2 paced connections with a fresh OpenBao reference "
             f"per review; {cold['cold_share'] * 100:.1f} % of reviews cold):",
             "",
         ]

@@ -36,6 +36,7 @@ from bench.targets import SERVER_CPU, Server, has_webhook, start_floor, start_we
 LOAD_CPU = "1"
 RSS_REVIEWS = 100_000
 COLD_SHARE = 0.05
+COLD_CONNECTIONS = 2
 SIZES: tuple[bodies.Size, ...] = ("small", "typical", "large")
 
 
@@ -159,33 +160,33 @@ class Bench:
         backends.seed_cold(backend, [f"{run_id}-check"])
         check.require(webhook.port, first, "injected", "cold body")
         script = self.workdir / "cold-only.lua"
-        # Pace the one cold connection; wrk's delay is added after each response.
-        script.write_text(
-            wrk.rotating_script(
-                [],
-                cold=self.files["cold"],
-                cold_weight=1,
-                cold_marker=bodies.COLD_MARKER,
-                cold_names=run_id,
-                delay_ms=max(0.0, interval_ms - 1.0),
+
+        def pace(names: str, latency_ms: float) -> None:
+            # wrk waits `delay` after each answer: a connection cycles through latency
+            # + delay, so the delay that gives the cold rate depends on the latency.
+            delay = max(0.0, COLD_CONNECTIONS * interval_ms - latency_ms)
+            script.write_text(
+                wrk.rotating_script(
+                    [],
+                    cold=self.files["cold"],
+                    cold_weight=1,
+                    cold_marker=bodies.COLD_MARKER,
+                    cold_names=names,
+                    delay_ms=delay,
+                )
             )
-        )
+
         # The same paced cold reviews on an otherwise idle server: the backend call's own
         # cost, without the contention of the busy event loop for the CPU and the GIL.
+        pace(run_id, 5.0)
         alone = wrk.run(
-            wrk.command(webhook.url, script, connections=1, duration_s=duration / 2), duration
+            wrk.command(webhook.url, script, connections=COLD_CONNECTIONS, duration_s=duration / 2),
+            duration,
         )
         webhook.served += alone.requests
-        script.write_text(
-            wrk.rotating_script(
-                [],
-                cold=self.files["cold"],
-                cold_weight=1,
-                cold_marker=bodies.COLD_MARKER,
-                cold_names=run_id + "b",
-                delay_ms=max(0.0, interval_ms - 1.0),
-            )
-        )
+        # Under load a cold review waits like a warm one, plus its backend call.
+        warm_p50 = warm_alone["latency_ms"]["p50"] if warm_alone else 5.0
+        pace(run_id + "b", warm_p50 + alone.latency_ms["p50"])
         backends.seed_cold(backend, (f"{run_id}b-1-{n}" for n in range(1, count + 1)))
         before_metrics = metrics_text.scrape(webhook.metrics_port)
         before = procstat.sample(webhook.pid)
@@ -194,7 +195,9 @@ class Bench:
                 webhook.url, self.workdir / "typical.lua", connections=8, duration_s=duration
             )
         )
-        cold = wrk.start(wrk.command(webhook.url, script, connections=1, duration_s=duration))
+        cold = wrk.start(
+            wrk.command(webhook.url, script, connections=COLD_CONNECTIONS, duration_s=duration)
+        )
         warm_result = wrk.finish(warm, duration + 30)
         cold_result = wrk.finish(cold, duration + 30)
         after = procstat.sample(webhook.pid)

@@ -262,6 +262,7 @@ class DelayingProxy:
                 writer.close()
             if self._server is not None:
                 await self._server.wait_closed()
+            await asyncio.sleep(0.05)  # closed transports release their sockets on the loop
 
         asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(timeout=10)
         self._loop.call_soon_threadsafe(self._loop.stop)
@@ -507,7 +508,9 @@ class TokenReviewServer:
                 "spec": body.get("spec", {}),
                 "status": status,
             }
-            return web.json_response(answer, status=201)
+            response = web.json_response(answer, status=201)
+            response.force_close()  # no idle TLS connection left behind at stop()
+            return response
 
         async def serve() -> int:
             app = web.Application()
@@ -518,17 +521,19 @@ class TokenReviewServer:
             context.load_cert_chain(self._cert, self._key)
             site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=context)
             await site.start()
-            server = site._server
-            assert server is not None
-            port: int = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+            port: int = self._runner.addresses[0][1]
             return port
 
         self._thread.start()
         self.port = asyncio.run_coroutine_threadsafe(serve(), self._loop).result(timeout=10)
 
     def stop(self) -> None:
-        if self._runner is not None:
-            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(timeout=10)
+        async def shutdown() -> None:
+            if self._runner is not None:
+                await self._runner.cleanup()
+            await asyncio.sleep(0.1)  # let closing TLS transports finish before the loop ends
+
+        asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(timeout=10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)
         self._loop.close()

@@ -136,6 +136,14 @@ def parse(annotations: Mapping[str, str], settings: Settings) -> PodInjection | 
     return parser.result()
 
 
+def ignored_keys(annotations: Mapping[str, str], settings: Settings) -> list[str]:
+    """Keys under the prefix on a pod that never said `inject` (a forgotten opt-in), sorted."""
+    prefix = settings.prefix
+    if prefix + INJECT in annotations:
+        return []
+    return sorted(key for key in annotations if key.startswith(prefix) and key != prefix + STATUS)
+
+
 def check_injected(annotations: Mapping[str, str], settings: Settings) -> None:
     """Raise PolicyError when an opted-in pod lacks the `status: injected` marker."""
     prefix = settings.prefix

@@ -77,6 +77,22 @@ def _skip() -> Decision:
     return Decision(outcome="skipped")
 
 
+def _forgotten_opt_in(req: AdmissionRequest, settings: Settings) -> Decision:
+    """Skip a pod that is not opted in, warning when it carries our keys without `inject`:
+    annotations that silently do nothing are the commonest mistake with injectors."""
+    ignored = annotations.ignored_keys(req.annotations, settings)
+    if not ignored:
+        return _skip()
+    inject = settings.prefix + "inject"
+    count = f"{len(ignored)} annotation" + ("s" if len(ignored) > 1 else "")
+    return Decision(
+        outcome="warned",
+        warnings=[
+            f'{inject} is not set: {count} under {settings.prefix} ignored (set it to "true")'
+        ],
+    )
+
+
 def _deny(error: WebhookError, decision: Decision) -> Decision:
     decision.outcome = "denied"
     decision.denial = error
@@ -94,7 +110,7 @@ async def admit(req: AdmissionRequest, ctx: Context) -> Decision:
     try:
         pod = annotations.parse(req.annotations, ctx.settings)
         if pod is None:
-            return _skip()
+            return _forgotten_opt_in(req, ctx.settings)
         decision.references = [str(i.ref) for i in pod.injections]
         _apply_policy(req, pod, ctx, "mutate", decision)
         if ctx.verifier is not None:

@@ -21,6 +21,7 @@ from typing import Final
 
 import boto3
 
+from webhook import providers
 from webhook.backends import Backend, BackendError, BackendName, Existence, Lookup, lookup_for
 from webhook.backends.aws import AwsClients, ParameterStoreBackend, SecretsManagerBackend
 from webhook.backends.breaker import CircuitBreaker
@@ -63,10 +64,19 @@ class ReferenceVerifier:
         self._executor = ThreadPoolExecutor(
             max_workers=verify.max_concurrent_calls, thread_name_prefix="verify"
         )
+        self._warm_ups = [
+            self._executor.submit(backend.warm_up, settings.providers.aws.region)
+            for backend in self._backends.values()
+        ]
+
+    async def wait_ready(self) -> None:
+        """Wait for the start-up warm-up (clients made, logged in) to finish, however it went."""
+        await asyncio.wait([asyncio.wrap_future(f) for f in self._warm_ups])
 
     async def verify(self, req: AdmissionRequest, pod: PodInjection) -> list[str]:
         """Warnings for the review; raises SecretNotFoundError / BackendUnavailableError."""
-        region = pod.aws_region or self._settings.providers.aws.region
+        # The region the SPC will mount from, so we check where the pod will read.
+        region = providers.aws_region(pod, self._settings)
         wanted: dict[Lookup, list[Injection]] = {}
         for injection in pod.injections:
             wanted.setdefault(lookup_for(injection.ref, region), []).append(injection)
@@ -83,14 +93,12 @@ class ReferenceVerifier:
                     unverified.append(f"{line}{NOT_VERIFIED}: {lookup.backend} {answer.reason}")
                 elif not answer.found:
                     missing.append(line + answer.problem)
-        warnings: list[str] = []
         if missing and self._verify.mode == "enforce":
             # A definite "not found" outranks "could not tell"; the denial lists both.
             raise SecretNotFoundError(missing + unverified)
-        warnings += missing
         if unverified and self._verify.on_backend_error == "deny":
-            raise BackendUnavailableError(unverified + warnings)
-        return warnings + unverified
+            raise BackendUnavailableError(unverified + missing)
+        return missing + unverified
 
     async def _answer_all(self, lookups: list[Lookup]) -> dict[Lookup, Existence | BackendError]:
         """Every lookup's answer, or a BackendError for those not answered by the deadline."""
@@ -161,7 +169,12 @@ class ReferenceVerifier:
                 "%s could not verify a reference: %s",
                 backend.name,
                 outcome.reason,
-                extra={"backend": backend.name, "kind": outcome.kind},
+                extra={
+                    "backend": backend.name,
+                    "kind": outcome.kind,
+                    "reference": str(lookup.target).split("#", 1)[0],  # path, no key
+                    "region": lookup.region,
+                },
             )
             raise outcome
         breaker.record_success()
@@ -191,8 +204,9 @@ def open_verifier(
 ) -> ReferenceVerifier | None:
     """The verifier for `settings.verify`, or None when verification is off.
 
-    Opens no connection: clients log in and connect on their first check, so a backend
-    that is down at start-up is handled per `onBackendError` like one that goes down later.
+    Never fails on an unreachable backend: clients are made and Vault logged in to in the
+    background (`wait_ready`), and a backend that is down at start-up is handled per
+    `onBackendError` like one that goes down later.
     """
     verify = settings.verify
     if verify.mode == "off":

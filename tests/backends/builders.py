@@ -86,7 +86,12 @@ def make_settings(
     aws_region: str | None = "us-east-1",
     **verify: Any,
 ) -> Settings:
-    """Settings for a verifier; `verify` overrides Verify fields (timeout_seconds=0.5 ...)."""
+    """Settings for a verifier; `verify` overrides Verify fields (timeout_seconds=0.5 ...).
+
+    The deadline defaults to a generous 5 s: tests share two cores with other test runs,
+    and only the tests about deadlines (which set their own) may depend on one.
+    """
+    verify.setdefault("timeout_seconds", 5.0)
     return Settings(
         providers=Providers(vault=vault or VaultProvider(), aws=AwsProvider(region=aws_region)),
         verify=Verify(mode=mode, on_backend_error=on_backend_error, **verify),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+import boto3
 import pytest
 
 from tests.backends.builders import VaultWorld, VerifierFactory, seed_vault
@@ -23,13 +24,22 @@ def metrics() -> Metrics:
     return Metrics()
 
 
+@pytest.fixture(scope="session")
+def aws_session() -> boto3.Session:
+    """One boto3 session for the verifiers of all tests: making clients from a fresh
+    session costs a few hundred milliseconds of CPU, once per verifier."""
+    return boto3.Session()
+
+
 @pytest.fixture
-async def make_verifier(metrics: Metrics) -> AsyncIterator[VerifierFactory]:
+async def make_verifier(
+    metrics: Metrics, aws_session: boto3.Session
+) -> AsyncIterator[VerifierFactory]:
     """open_verifier(settings, metrics) for this test's Metrics; closed after the test."""
     opened: list[ReferenceVerifier] = []
 
     def make(settings: Settings) -> ReferenceVerifier:
-        verifier = open_verifier(settings, metrics)
+        verifier = open_verifier(settings, metrics, aws_session=aws_session)
         assert verifier is not None
         opened.append(verifier)
         return verifier

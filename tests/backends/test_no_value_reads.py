@@ -27,10 +27,10 @@ FORBIDDEN = [
     r"read_secret_version",  # hvac KV v2 data read
     r"kv\.v1\.read_secret",  # hvac KV v1 data read
     r"\.read_secret\(",
-    r"/data/",  # a KV v2 data endpoint spelled out in a request
 ]
-# Generic hvac reads (`client.read(path)`) could hit any path, values included.
-FORBIDDEN_IN_BACKENDS = [r"client\.read\(", r"\.adapter\.get\([^)]*data"]
+# In the backends: generic hvac reads (`client.read(path)`) could hit any path, values
+# included; a KV v2 data endpoint must not be spelled out (examples elsewhere may).
+FORBIDDEN_IN_BACKENDS = [r"client\.read\(", r"\.adapter\.get\([^)]*data", r"/data/"]
 
 
 def sources() -> list[Path]:

@@ -33,7 +33,7 @@ from webhook.metrics import Metrics
 from webhook.refs import AwsParameterRef, AwsSecretRef, PodInjection, SecretRef, VaultRef
 from webhook.settings import OnBackendError, VaultAuth, VaultProvider
 
-DEADLINE = 0.5
+DEADLINE = 1.0
 BREAKER_RESET = 0.4
 
 
@@ -100,6 +100,7 @@ async def test_vault_stopped_mid_test_is_answered_in_time_and_service_resumes(
         breaker_reset_seconds=BREAKER_RESET,
     )
     verifier = make_verifier(settings)
+    await verifier.wait_ready()
     a, b = VaultRef("secret/data/app/a", "k"), VaultRef("secret/data/app/b", "k")
     assert await verifier.verify(admission_request(), single(a)) == []
 
@@ -156,9 +157,10 @@ async def test_vault_slower_than_the_deadline_is_answered_in_time_and_recovers(
         breaker_reset_seconds=BREAKER_RESET,
     )
     verifier = make_verifier(settings)
+    await verifier.wait_ready()
     assert await verifier.verify(admission_request(), single(VaultRef("kv1/prod/db", "k"))) == []
 
-    proxy.delay = DEADLINE * 4
+    proxy.delay = DEADLINE * 2
     slow = VaultRef(f"secret/data/{unique('slow')}", "k")
     for _ in range(2):
         outcome, took = await timed(verifier.verify(admission_request(), single(slow)))
@@ -202,7 +204,8 @@ async def test_many_slow_references_share_one_deadline(
             breaker_failures=100,
         )
     )
-    proxy.delay = DEADLINE * 4
+    await verifier.wait_ready()
+    proxy.delay = DEADLINE * 2
     pod = pod_with(
         *(injection(f"file.f{i}", VaultRef(f"secret/data/{unique('s')}", "k")) for i in range(10))
     )
@@ -235,8 +238,9 @@ async def test_aws_slower_than_the_deadline_is_answered_in_time(
             breaker_reset_seconds=BREAKER_RESET,
         )
     )
+    await verifier.wait_ready()
     ref = AwsSecretRef(name)
-    proxy.delay = DEADLINE * 4
+    proxy.delay = DEADLINE * 2
     outcome, took = await timed(verifier.verify(admission_request(), single(ref)))
     assert took < DEADLINE + DEADLINE_SLACK
     reason = f"aws-sm did not answer within {DEADLINE:g}s"
@@ -252,8 +256,10 @@ async def test_aws_unreachable_endpoint_is_a_quick_backend_error(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("AWS_ENDPOINT_URL_SSM", f"http://127.0.0.1:{free_port()}")
-    verifier = make_verifier(make_settings(mode="enforce", on_backend_error="deny"))
+    settings = make_settings(mode="enforce", on_backend_error="deny", timeout_seconds=DEADLINE)
+    verifier = make_verifier(settings)
+    await verifier.wait_ready()
     ref = AwsParameterRef("/app/db")
     outcome, took = await timed(verifier.verify(admission_request(), single(ref)))
-    assert took < 1.0 + DEADLINE_SLACK
+    assert took < DEADLINE + DEADLINE_SLACK
     assert shown(outcome) == expected("deny", ref, "aws-ssm unreachable")

@@ -63,6 +63,11 @@ class Backend(Protocol):
         """Whether `target` exists; raises BackendError when the store cannot tell."""
         ...
 
+    def warm_up(self, region: str | None) -> None:
+        """Best effort, at start-up: make clients and log in, so the first review does not
+        pay for it within its deadline. Never raises."""
+        ...
+
     def close(self) -> None: ...
 
 

@@ -15,6 +15,7 @@ https://docs.aws.amazon.com/systems-manager/latest/APIReference/API_DescribePara
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from typing import TYPE_CHECKING, Any, Literal
@@ -130,6 +131,10 @@ class SecretsManagerBackend:
     def close(self) -> None:
         self._clients.close()
 
+    def warm_up(self, region: str | None) -> None:
+        with contextlib.suppress(BackendError):  # no region yet: annotations may bring one
+            self._clients.secrets_manager(region)
+
     def check(self, target: SecretRef, region: str | None) -> Existence:
         assert isinstance(target, AwsSecretRef)
         client = self._clients.secrets_manager(region)
@@ -192,6 +197,10 @@ class ParameterStoreBackend:
 
     def close(self) -> None:
         self._clients.close()
+
+    def warm_up(self, region: str | None) -> None:
+        with contextlib.suppress(BackendError):
+            self._clients.ssm(region)
 
     def check(self, target: SecretRef, region: str | None) -> Existence:
         assert isinstance(target, AwsParameterRef)

@@ -147,6 +147,14 @@ class VaultBackend:
         if self._client is not None:
             self._client.adapter.close()
 
+    def warm_up(self, region: str | None) -> None:
+        if self._client is None:
+            return  # no Vault here; a vault: reference is answered "address is not configured"
+        try:
+            self._login(force=False)
+        except BackendError as error:
+            log.warning("vault login at start-up failed: vault %s", error.reason)
+
     def check(self, target: SecretRef, region: str | None) -> Existence:
         """Whether the KV secret (and pinned version) behind `target` exists."""
         assert isinstance(target, VaultRef)
@@ -165,12 +173,12 @@ class VaultBackend:
             return split
         kind, rest = split
         if kind == "metadata":
-            metadata = self._read(f"{mount.path}metadata/{rest}")
+            metadata = self._data("get", f"{mount.path}metadata/{rest}")
             if metadata is None:
                 return Existence(False, "secret not found")
             return kv2_existence(metadata, target.version)
         parent, _, leaf = rest.rpartition("/")
-        listing = self._list(mount.path + (parent + "/" if parent else ""))
+        listing = self._data("list", mount.path + (parent + "/" if parent else ""))
         if listing is None or leaf not in (listing.get("keys") or []):
             return Existence(False, "secret not found")
         return FOUND
@@ -200,37 +208,20 @@ class VaultBackend:
         try:
             listing = self._authenticated(lambda: self._get("sys/mounts"))
         except hvac.exceptions.Forbidden:
-            raise BackendError(
-                "refused the webhook's identity (permission denied)", "refused"
-            ) from None
+            raise _refused() from None
         mounts = (listing or {}).get("data") or {}
         if any(path.startswith(mount_path) for mount_path in mounts):
-            raise BackendError("refused the webhook's identity (permission denied)", "refused")
+            raise _refused()
         return None
 
     # -- requests -------------------------------------------------------------------------
 
-    def _read(self, path: str) -> dict[str, Any] | None:
-        """The `data` of GET <path>, or None on 404."""
+    def _data(self, method: str, path: str) -> dict[str, Any] | None:
+        """The `data` of a GET or LIST of `path`, or None on 404."""
         try:
-            body = self._authenticated(lambda: self._get(path))
+            body = self._authenticated(lambda: self._request(method, path))
         except hvac.exceptions.Forbidden:
-            raise BackendError(
-                "refused the webhook's identity (permission denied)", "refused"
-            ) from None
-        if body is None:
-            return None
-        data = body.get("data")
-        return data if isinstance(data, dict) else {}
-
-    def _list(self, path: str) -> dict[str, Any] | None:
-        """The `data` of LIST <path>, or None on 404."""
-        try:
-            body = self._authenticated(lambda: self._request("list", path))
-        except hvac.exceptions.Forbidden:
-            raise BackendError(
-                "refused the webhook's identity (permission denied)", "refused"
-            ) from None
+            raise _refused() from None
         if body is None:
             return None
         data = body.get("data")
@@ -371,6 +362,12 @@ def _read_secret_file(path: str | None, key: str) -> str:
         return Path(path).read_text(encoding="utf-8").strip()
     except OSError as exc:
         raise BackendError(f"cannot read {key} {path} ({exc.strerror})", "config") from None
+
+
+def _refused() -> BackendError:
+    # Vault answers 403 alike for a path the policy does not grant and for a token it does
+    # not know: both are "the webhook's identity was refused".
+    return BackendError("refused the webhook's identity (permission denied)", "refused")
 
 
 def _failure(exc: Exception) -> BackendError:
