@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import os
 import ssl
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,7 +30,7 @@ from tests.integration.test_tls import (
     served_serial,
 )
 from tests.reliability.load import ReviewLoad
-from tests.reliability.served import ServeProcess, write_config
+from tests.reliability.served import ServeProcess, python_env, write_config
 from webhook import certs
 
 PREFIX = "secret-injector.io/"
@@ -190,3 +192,33 @@ async def test_certificate_replaced_under_load_is_served_without_a_failed_review
         assert failed == [], failed[:3]
     errors = [line for line in process.lines if line.get("level") == "error"]
     assert len(errors) == 1, errors  # the refused pair, reported once
+
+
+@pytest.mark.parametrize(
+    ("mode", "message"),
+    [
+        pytest.param(0o602, "the TLS key is world-writable (mode 0602)", id="world-writable"),
+        pytest.param(0o644, "the TLS key is world-readable (mode 0644)", id="mounted-0644"),
+    ],
+)
+def test_serve_refuses_to_start_with_a_key_others_can_use(
+    tmp_path: Path, module_certs: certs.CertFiles, mode: int, message: str
+) -> None:
+    # tests/integration/test_cli.py checks a plain 0644 file; here the key is laid out as
+    # a mounted Secret (a symlink into ..data), whose target's mode is what counts.
+    volume = tmp_path / "tls"
+    volume.mkdir()
+    publish(volume, module_certs.cert.read_bytes(), module_certs.key.read_bytes(), mode)
+    config = write_config(tmp_path / "config.yaml", volume / "tls.crt", volume / "tls.key")
+    done = subprocess.run(
+        [sys.executable, "-m", "webhook", "serve", "--config", str(config)],
+        env=python_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert done.stderr.startswith(f"secret-injector: {volume / 'tls.key'}: {message}"), done.stderr
+    assert "make it 0600, or 0440 for a Kubernetes Secret" in done.stderr
+    assert done.stdout == ""  # refused before listening: no log line, no port
