@@ -9,14 +9,18 @@ import contextlib
 import logging
 import signal
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from webhook import handlers, kube, pipeline, policy, policy_file, selfsigned, verification
+from webhook import handlers, pipeline, policy, policy_file, verification
 from webhook.handlers import CONTEXT, HEALTH, METRICS, SETTINGS, Health
 from webhook.metrics import Metrics
 from webhook.settings import Settings
 from webhook.tls import ReloadingContext
+
+if TYPE_CHECKING:
+    from webhook.selfsigned import SelfManagedCa
 
 log = logging.getLogger("secret_injector.server")
 
@@ -26,42 +30,58 @@ TLS = web.AppKey("tls", ReloadingContext)
 # client, not us, closes idle connections and never sends on one we just closed.
 KEEPALIVE_SECONDS = 120.0
 
+# Longest wait for the backends' start-up login before the webhook reports ready anyway.
+WARM_UP_SECONDS = 10.0
+
 
 @contextlib.asynccontextmanager
 async def open_context(
-    settings: Settings, metrics: Metrics, *, kubernetes: bool = True, watch: bool = True
+    settings: Settings, metrics: Metrics, *, serving: bool = True
 ) -> AsyncIterator[pipeline.Context]:
-    """The pipeline's Context with its clients, closed on exit; `serve` and `explain`
-    both come through here, so they decide alike (`explain` passes kubernetes=False and
-    watch=False: it never writes to the Kubernetes API and reads the policy once).
+    """The pipeline's Context with its clients, closed on exit.
 
-    Raises ConfigError when the policy file is invalid: no webhook starts with a policy
-    nobody wrote."""
-    ctx = pipeline.Context(settings=settings, policy=policy.Policy(), metrics=metrics)
+    `serve` and `explain` both come through here, so they decide alike. `explain` passes
+    serving=False: no Kubernetes API writes (SPCs are only computed) and no policy reloads.
+    Raises ConfigError for a broken policy file or Kubernetes configuration.
+    """
+    async with contextlib.AsyncExitStack() as stack:
 
-    def use_policy(new: policy.Policy) -> None:
-        ctx.policy = new
+        def follow(new_policy: policy.Policy) -> None:
+            ctx.policy = new_policy
 
-    source = policy_file.PolicySource(settings.policy_file, metrics=metrics, on_change=use_policy)
-    ctx.policy = source.policy
-    verifier = verification.open_verifier(settings, metrics)
-    store = kube.open_spc_store(settings) if kubernetes else None
-    ctx.verifier, ctx.spc_store = verifier, store
-    watcher = asyncio.create_task(source.watch(), name="policy-reload") if watch else None
-    try:
+        source = policy_file.PolicySource(settings.policy_file, metrics=metrics, on_change=follow)
+        ctx = pipeline.Context(settings=settings, policy=source.policy, metrics=metrics)
+        ctx.verifier = verification.open_verifier(settings, metrics)
+        if ctx.verifier is not None:
+            stack.push_async_callback(ctx.verifier.close)
+            # Ready only once the backends' clients are made and logged in (or have failed:
+            # a backend down at start-up is then handled per onBackendError), so the first
+            # reviews do not spend their deadline on a login.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(WARM_UP_SECONDS):
+                    await ctx.verifier.wait_ready()
+        if serving:
+            # Imported here: the Kubernetes client takes seconds to import, and `explain`
+            # never needs it.
+            from webhook import kube
+
+            store = kube.open_spc_store(settings)
+            if store is not None:
+                stack.push_async_callback(store.close)
+            ctx.spc_store = store
+            watcher = asyncio.create_task(source.watch(), name="policy-reload")
+            stack.push_async_callback(_cancel, watcher)
         yield ctx
-    finally:
-        if watcher is not None:
-            watcher.cancel()
-            await asyncio.gather(watcher, return_exceptions=True)
-        if verifier is not None:
-            await verifier.close()
-        if store is not None:
-            await store.close()
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def _context_ctx(app: web.Application) -> AsyncIterator[None]:
-    async with open_context(app[SETTINGS], app[METRICS]) as ctx:
+    async with open_context(app[SETTINGS], app[METRICS], serving=True) as ctx:
         app[CONTEXT] = ctx
         app[HEALTH].config_loaded = True
         yield
@@ -71,9 +91,7 @@ async def _context_ctx(app: web.Application) -> AsyncIterator[None]:
 async def _tls_watch_ctx(app: web.Application) -> AsyncIterator[None]:
     task = asyncio.create_task(app[TLS].watch(), name="tls-reload")
     yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    await _cancel(task)
 
 
 def make_app(
@@ -106,10 +124,21 @@ def make_metrics_app(metrics: Metrics) -> web.Application:
 class Server:
     """The two listeners of one webhook process."""
 
-    def __init__(self, settings: Settings, metrics: Metrics, tls: ReloadingContext) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: Metrics,
+        tls: ReloadingContext,
+        ca: SelfManagedCa | None = None,
+    ) -> None:
         self.settings = settings
         self.metrics = metrics
         self.health = Health()
+        if ca is not None:
+            # Not ready while the API servers may not trust our certificate yet.
+            self.health.checks["caBundle of the webhook configurations not in sync"] = lambda: (
+                ca.in_sync
+            )
         self._tls = tls
         shutdown = settings.listen.shutdown_timeout_seconds
         self._runner = web.AppRunner(
@@ -174,32 +203,32 @@ class Server:
 
 
 async def serve(settings: Settings) -> None:
-    """Run the webhook until SIGTERM or SIGINT, then shut down gracefully."""
+    """Run the webhook until SIGTERM or SIGINT, then shut down gracefully.
+
+    Raises ConfigError (TLS files, policy file, Kubernetes configuration) or WebhookError
+    (the self-managed CA could not be set up) when it cannot start.
+    """
     metrics = Metrics()
-    # Self-managed CA: the shared Secret is created or loaded and the serving files written
-    # before the TLS context reads them (raises when the Kubernetes API refuses).
-    authority = selfsigned.open_self_managed_ca(settings)
-    if authority is not None:
-        await authority.start()
-    try:
-        await _serve_until_signal(settings, metrics)
-    finally:
-        if authority is not None:
-            await authority.close()
+    async with contextlib.AsyncExitStack() as stack:
+        ca = None
+        if settings.tls.self_managed.enabled:
+            from webhook import selfsigned  # the Kubernetes client: see open_context
 
-
-async def _serve_until_signal(settings: Settings, metrics: Metrics) -> None:
-    tls = ReloadingContext(settings.tls, metrics)  # TlsError: refuse to start
-    server = Server(settings, metrics, tls)
-    await server.start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    try:
-        await stop.wait()
-        log.info("signal received, shutting down")
-    finally:
+            ca = selfsigned.open_self_managed_ca(settings)
+        if ca is not None:
+            await ca.start()  # writes tls.certFile/keyFile before they are loaded below
+            stack.push_async_callback(ca.close)
+        tls = ReloadingContext(settings.tls, metrics)  # TlsError: refuse to start
+        server = Server(settings, metrics, tls, ca)
+        await server.start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(signum)
-        await server.stop()
+            loop.add_signal_handler(signum, stop.set)
+        try:
+            await stop.wait()
+            log.info("signal received, shutting down")
+        finally:
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(signum)
+            await server.stop()

@@ -12,16 +12,23 @@ import logging
 import os
 import sys
 from collections.abc import Coroutine, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import orjson
 import yaml
 
-from webhook import __version__, app, certs, handlers, logs, pipeline, review, workload
+from webhook import __version__, certs, logs, pipeline, policy_file, review, workload
 from webhook.errors import ConfigError, ReviewError, WebhookError
 from webhook.metrics import Metrics
 from webhook.settings import Settings
+
+if TYPE_CHECKING:
+    from webhook.handlers import Step
+
+# `serve` and `explain` import the server modules when they run: `certs`, `check-config`
+# and `--help` stay quick.
 
 log = logging.getLogger("secret_injector.cli")
 
@@ -41,7 +48,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _explain(args.file, args.namespace, args.config, sys.stdout, sys.stderr)
         if command == "certs":
             return _certs(args.out, args.service, args.namespace, args.force)
-        return _check_config(args.config)
+        if args.config is None and args.policy is None:
+            _parser().error("check-config needs --config FILE, --policy FILE, or both")
+        return _check_config(args.config, args.policy)
     except KeyboardInterrupt:
         return 130
 
@@ -86,8 +95,14 @@ def _parser() -> argparse.ArgumentParser:
     cert.add_argument("--namespace", default="secret-injector", help="Service namespace")
     cert.add_argument("--force", action="store_true", help="start over with a new CA")
 
-    check = sub.add_parser("check-config", help="validate a config file with precise errors")
-    check.add_argument("--config", required=True, metavar="FILE", help="config file")
+    check = sub.add_parser(
+        "check-config",
+        help="validate config and policy files with precise errors",
+        description="Validate a config file and the policy file it names (or --policy). "
+        "Errors name the file, line and key; exit 1 when a file is invalid.",
+    )
+    check.add_argument("--config", metavar="FILE", help="config file")
+    check.add_argument("--policy", metavar="FILE", help="policy file (default: policyFile)")
     return parser
 
 
@@ -113,9 +128,11 @@ def _serve(config: str | None) -> int:
         print(f"secret-injector: {exc}", file=sys.stderr)
         return EXIT_FAILED
     logs.configure(settings.logging.level)
+    from webhook import app
+
     try:
         _run(app.serve(settings))
-    except (ConfigError, WebhookError) as exc:  # TLS files, policy file, self-managed CA
+    except (ConfigError, WebhookError) as exc:  # TLS or policy files, self-managed CA
         print(f"secret-injector: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except OSError as exc:
@@ -144,13 +161,23 @@ def _certs(out: str, service: str, namespace: str, force: bool) -> int:
     return EXIT_OK
 
 
-def _check_config(config: str) -> int:
-    try:
-        Settings.load(config)
-    except ConfigError as exc:
-        print(f"secret-injector: {exc}", file=sys.stderr)
-        return EXIT_FAILED
-    print(f"{config}: ok")
+def _check_config(config: str | None, policy: str | None) -> int:
+    policy_path = policy
+    if config is not None:
+        try:
+            settings = Settings.load(config)
+        except ConfigError as exc:
+            print(f"secret-injector: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+        print(f"{config}: ok")
+        policy_path = policy or settings.policy_file
+    if policy_path is not None:
+        try:
+            policy_file.load(policy_path)
+        except ConfigError as exc:
+            print(f"secret-injector: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+        print(f"{policy_path}: ok")
     return EXIT_OK
 
 
@@ -168,36 +195,46 @@ def _explain(file: str, namespace: str | None, config: str | None, out: TextIO, 
     # stdout is the YAML stream: logs go to stderr, and only problems unless asked for debug.
     level: logs.Level = "debug" if settings.logging.level == "debug" else "warning"
     logs.configure(level, err, structured=False)
-    report = _run(_explain_documents(documents, namespace, settings, err))
+    try:
+        report = _run(_explain_documents(documents, namespace, settings, err))
+    except ConfigError as exc:  # the policy file named in the config
+        print(f"secret-injector: {exc}", file=err)
+        return EXIT_USAGE
     assert isinstance(report, Explained)
     if report.objects or report.spcs:
         out.write(workload.dump([*report.objects, *report.spcs]))
     return report.exit_code
 
 
+@dataclass(slots=True)
 class Explained:
     """What `explain` prints: the objects (patched or not), the SPCs, and how it ended."""
 
-    def __init__(self) -> None:
-        self.objects: list[dict[str, Any]] = []
-        self.spcs: list[dict[str, Any]] = []
-        self.exit_code = EXIT_OK
+    objects: list[dict[str, Any]] = field(default_factory=list)
+    spcs: list[dict[str, Any]] = field(default_factory=list)
+    exit_code: int = EXIT_OK
 
 
 async def _explain_documents(
     documents: list[dict[str, Any]], namespace: str | None, settings: Settings, err: TextIO
 ) -> Explained:
+    from webhook import app
+
     report = Explained()
     seen_spcs: set[str] = set()
-    async with app.open_context(settings, Metrics(), kubernetes=False, watch=False) as ctx:
+    async with app.open_context(settings, Metrics(), serving=False) as ctx:
         for document in documents:
             name = workload.label(document)
             ns = namespace or _namespace_of(document)
             try:
                 outcome = await _explain_one(document, ns, ctx)
             except (ReviewError, workload.ManifestError) as exc:
-                text = exc.reason if isinstance(exc, ReviewError) else str(exc)
-                print(f"error: {name}: {text}", file=err)
+                # A ManifestError names the object itself.
+                if isinstance(exc, ReviewError):  # its paths start at the review's object
+                    text = f"{name}: {exc.reason.replace('request.object.', '')}"
+                else:
+                    text = str(exc)
+                print(f"error: {text}", file=err)
                 report.exit_code = max(report.exit_code, EXIT_USAGE)
                 continue
             if outcome is None:
@@ -258,14 +295,16 @@ async def _explain_one(
 
 
 async def _decide(
-    step: handlers.Step, req: review.AdmissionRequest, ctx: pipeline.Context
+    step: Step, req: review.AdmissionRequest, ctx: pipeline.Context
 ) -> pipeline.Decision:
     """As `serve` answers: an internal bug denies with code 500 and logs the traceback."""
     try:
         return await step(req, ctx)
     except Exception:
+        from webhook.handlers import InternalError
+
         log.exception("internal error while explaining", extra={"pod": req.name})
-        error = handlers.InternalError(
+        error = InternalError(
             "secret-injector internal error (the traceback is logged above); please report it"
         )
         return pipeline.Decision(outcome="denied", denial=error)

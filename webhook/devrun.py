@@ -180,7 +180,12 @@ class DevRun:
                 "shutdownTimeoutSeconds": 5,
             },
             "tls": {"certFile": str(self.files.cert), "keyFile": str(self.files.key)},
-            "providers": {"vault": {"address": vault}, "aws": {"region": REGION}},
+            "providers": {
+                # The webhook checks references with the dev root token ($VAULT_TOKEN); in a
+                # cluster it logs in with its service account (auth.method kubernetes).
+                "vault": {"address": vault, "auth": {"method": "token"}},
+                "aws": {"region": REGION},
+            },
             "verify": {"mode": "warn"},
             "kubernetes": {"manageSecretProviderClasses": False},
         }
@@ -263,7 +268,7 @@ class DevRun:
         print(
             f"  try: curl --cacert {self.files.ca_cert} {self.webhook_url}/readyz\n"
             f"       curl {self.metrics_url}\n"
-            f"       secret-injector explain -f examples/deployment.yaml"
+            f"       {_command()} explain -f examples/deployment.yaml"
         )
         process = self.children[-1][1]
         while process.poll() is None:
@@ -341,6 +346,15 @@ class DevRun:
         path = self.workdir / f"{name}.log"
         lines = path.read_text(errors="replace").splitlines() if path.exists() else []
         return "\n".join(lines[-20:])
+
+
+def _command() -> str:
+    """How to call `secret-injector` from here (the venv's script, relative when shorter)."""
+    script = Path(sys.executable).parent / "secret-injector"
+    if not script.exists():
+        return f"{sys.executable} -m webhook"
+    relative = os.path.relpath(script)
+    return relative if len(relative) < len(str(script)) else str(script)
 
 
 def _banner(title: str) -> None:

@@ -8,10 +8,11 @@ a generic message, and the traceback in the log).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import orjson
 from aiohttp import hdrs, web
@@ -38,6 +39,8 @@ class Health:
     tls_loaded: bool = False
     config_loaded: bool = False
     shutting_down: bool = False
+    # Further conditions: the reason to report while the check returns False.
+    checks: dict[str, Callable[[], bool]] = field(default_factory=dict)
 
     def problems(self) -> list[str]:
         found = []
@@ -47,6 +50,7 @@ class Health:
             found.append("configuration and clients not loaded")
         if self.shutting_down:
             found.append("shutting down")
+        found += [reason for reason, check in self.checks.items() if not check()]
         return found
 
 
@@ -149,7 +153,12 @@ async def _review(request: web.Request, endpoint: str, step: Step, started: floa
         app_metrics.reviews.labels(endpoint, "unknown", "invalid").inc()
         log.warning(
             "malformed admission request rejected",
-            extra={"endpoint": endpoint, "status": exc.http_status, "reason": exc.reason},
+            extra={
+                "endpoint": endpoint,
+                "status": exc.http_status,
+                "reason": exc.reason,
+                "remote": request.remote,
+            },
         )
         return status_response(exc.http_status, exc.reason)
     except Exception:  # a bug in parsing: still a clear HTTP answer, never a dead process
@@ -165,9 +174,17 @@ async def _review(request: web.Request, endpoint: str, step: Step, started: floa
     except Exception:
         # An internal bug: deny this one pod with a generic message (no details that
         # could carry anything sensitive), keep serving, and log the traceback.
+        # The traceback may quote the pod: its literal env values are hidden from it.
         log.exception(
             "admission review failed with an internal error",
-            extra={"endpoint": endpoint, "uid": req.uid, "namespace": req.namespace},
+            extra={
+                "endpoint": endpoint,
+                "uid": req.uid,
+                "namespace": req.namespace,
+                "pod": req.name,
+                "operation": req.operation,
+                **logs.redacting(logs.literal_env_values(req.pod)),
+            },
         )
         error = InternalError(
             f"secret-injector internal error while answering {endpoint} (request uid "
@@ -196,10 +213,18 @@ async def _read_body(request: web.Request) -> bytes:
     length = request.content_length
     if length is not None and length > limit:
         raise ReviewError(_too_large(length, limit), 413)
+    deadline = request.app[SETTINGS].listen.body_timeout_seconds
     try:
-        return await request.read()
+        async with asyncio.timeout(deadline):
+            return await request.read()
     except web.HTTPRequestEntityTooLarge as exc:  # chunked bodies, counted as they arrive
         raise ReviewError(_too_large(None, limit), 413) from exc
+    except TimeoutError:
+        raise ReviewError(
+            f"request body not received within {deadline:g}s (listen.bodyTimeoutSeconds)"
+        ) from None
+    except ConnectionResetError:  # aiohttp's "Connection lost": the client went away
+        raise ReviewError("request body incomplete: the client closed the connection") from None
 
 
 def _too_large(length: int | None, limit: int) -> str:

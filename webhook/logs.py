@@ -3,6 +3,9 @@
 `serve` logs to stdout and prints nothing else there; the other commands log to stderr
 because their stdout is their output. No secret value ever reaches a log line: the
 webhook never reads one, and the audit line carries references (paths), not values.
+The one place a value could pass through is a pod's own literal env values (the
+plaintext policy looks at them): a record logged with `extra=redacting(values)` has
+those values replaced by `[redacted]` everywhere, its traceback included.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import datetime
 import logging
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal, TextIO
 
 import orjson
@@ -29,6 +32,12 @@ _RECORD_FIELDS = frozenset(
 )
 # Libraries whose debug output may echo request or response bodies: never below warning.
 _QUIET = ("botocore", "boto3", "urllib3", "kubernetes", "hvac", "asyncio")
+# The LogRecord attribute holding the values to hide (a leading `_`: not a log field).
+_REDACT = "_redact"
+REDACTED = "[redacted]"
+# Shorter literal values are left alone: replacing "1" or "on" everywhere would make a
+# traceback unreadable, and values that short are not credentials.
+MIN_REDACTED_LENGTH = 4
 
 
 class JsonFormatter(logging.Formatter):
@@ -50,6 +59,9 @@ class JsonFormatter(logging.Formatter):
             entry["error"] = "".join(traceback.format_exception(*record.exc_info)).rstrip()
         elif record.exc_text:
             entry["error"] = record.exc_text
+        hidden: Sequence[str] = getattr(record, _REDACT, ())
+        if hidden:
+            entry = _redact(entry, hidden)
         return orjson.dumps(entry, default=str).decode()
 
 
@@ -66,7 +78,8 @@ class TextFormatter(logging.Formatter):
         text += f" ({extra})" if extra else ""
         if record.exc_info and record.exc_info[0] is not None:
             text += "\n" + "".join(traceback.format_exception(*record.exc_info)).rstrip()
-        return text
+        hidden: Sequence[str] = getattr(record, _REDACT, ())
+        return str(_redact(text, hidden)) if hidden else text
 
 
 def configure(
@@ -85,6 +98,43 @@ def configure(
     for name in _QUIET:
         logging.getLogger(name).setLevel(max(numeric, logging.WARNING))
     logging.captureWarnings(True)
+
+
+def redacting(values: Iterable[str]) -> dict[str, Any]:
+    """`extra=` fields that make the formatter hide `values` in every field of the record."""
+    kept = {v for v in values if len(v) >= MIN_REDACTED_LENGTH}
+    return {_REDACT: tuple(sorted(kept, key=len, reverse=True))}  # longest first
+
+
+def literal_env_values(pod: Mapping[str, Any] | None) -> list[str]:
+    """The literal `env[].value`s of every container of a raw pod (init and ephemeral too)."""
+    spec = pod.get("spec") if isinstance(pod, Mapping) else None
+    if not isinstance(spec, Mapping):
+        return []
+    found = []
+    for kind in ("containers", "initContainers", "ephemeralContainers"):
+        containers = spec.get(kind)
+        for container in containers if isinstance(containers, list) else ():
+            env = container.get("env") if isinstance(container, Mapping) else None
+            for var in env if isinstance(env, list) else ():
+                value = var.get("value") if isinstance(var, Mapping) else None
+                if isinstance(value, str) and value:
+                    found.append(value)
+    return found
+
+
+def _redact(value: Any, hidden: Sequence[str]) -> Any:
+    if isinstance(value, str):
+        for secret in hidden:
+            value = value.replace(secret, REDACTED)
+        return value
+    if isinstance(value, Mapping):
+        return {key: _redact(item, hidden) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_redact(item, hidden) for item in value]
+    if value is None or isinstance(value, int | float):  # bool is an int
+        return value
+    return _redact(str(value), hidden)
 
 
 def audit(

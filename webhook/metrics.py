@@ -1,10 +1,14 @@
 """Metrics: our own CollectorRegistry and every instrument, in base units with bounded labels.
 
-Label values come from small fixed sets (endpoint, operation, outcome, rule, action,
-backend, result); never a pod name, a namespace or a secret path.
+Label values come from the small fixed sets below; never a pod name, a namespace or a
+secret path (those are in the audit line). The known label combinations are created at
+zero when the process starts, so `rate()` and the chart's alerts see a series from the
+first scrape instead of none until the first event.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
 
 from prometheus_client import (
     CollectorRegistry,
@@ -14,12 +18,37 @@ from prometheus_client import (
     Info,
     generate_latest,
 )
+from prometheus_client.metrics_core import Metric
 
 from webhook import __version__
 
-# Reviews take tens of microseconds to a few milliseconds; backend checks up to the deadline.
-REVIEW_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+# Reviews take tens of microseconds to a few milliseconds, more with a backend check; the
+# API server gives up after timeoutSeconds (5 in the chart).
+REVIEW_BUCKETS = (
+    0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+)  # fmt: skip
 BACKEND_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+# Every label value the instruments take (the README's metrics table lists the same).
+ENDPOINTS = ("mutate", "validate")
+# The operation label: the AdmissionReview's operation, "other" for anything else, and
+# "unknown" when the body was not a usable AdmissionReview.
+OPERATIONS = ("CREATE", "UPDATE", "DELETE", "CONNECT", "other", "unknown")
+# invalid: not a usable AdmissionReview, answered with an HTTP error (400, 413, 415).
+OUTCOMES = ("skipped", "injected", "allowed", "warned", "denied", "error", "invalid")
+RULES = (
+    "allowedRefs",
+    "plaintextSecrets",
+    "secretVolumes",
+    "envFromSecrets",
+    "unknownAnnotations",
+    "delivery",
+)
+ACTIONS = ("deny", "warn")
+BACKENDS = ("vault", "aws-sm", "aws-ssm")
+BACKEND_RESULTS = ("found", "missing", "error", "timeout", "circuit_open")
+CACHE_RESULTS = ("hit", "miss")
+RELOAD_RESULTS = ("applied", "rejected")
 
 
 class Metrics:
@@ -38,7 +67,7 @@ class Metrics:
         )
         self.review_duration = Histogram(
             "secret_injector_review_duration_seconds",
-            "Time to answer one admission review.",
+            "Time to answer one admission review, from the first byte read to the answer.",
             ["endpoint"],
             buckets=REVIEW_BUCKETS,
             registry=r,
@@ -88,7 +117,44 @@ class Metrics:
         )
         self.build = Info("secret_injector_build", "Build information.", registry=r)
         self.build.info({"version": __version__})
+        self._start_at_zero()
+
+    def _start_at_zero(self) -> None:
+        for endpoint in ENDPOINTS:
+            self.review_duration.labels(endpoint)
+            self.reviews.labels(endpoint, "unknown", "invalid")
+            for outcome in OUTCOMES[:-1]:
+                if endpoint == "mutate" or outcome != "injected":  # validate never patches
+                    self.reviews.labels(endpoint, "CREATE", outcome)
+        for rule in RULES:
+            for action in ACTIONS:
+                self.violations.labels(rule, action)
+        for reload_result in RELOAD_RESULTS:
+            self.policy_reloads.labels(reload_result)
+        for backend in BACKENDS:
+            self.backend_duration.labels(backend)
+            for result in BACKEND_RESULTS:
+                self.backend_requests.labels(backend, result)
+        for cache_result in CACHE_RESULTS:
+            self.cache_lookups.labels(cache_result)
 
     def render(self) -> bytes:
-        """The registry in the Prometheus text format."""
-        return generate_latest(self.registry)
+        """The registry in the Prometheus text format, without the `_created` series."""
+        return generate_latest(_WithoutCreated(self.registry))
+
+
+class _WithoutCreated:
+    """A registry's families without their `_created` samples.
+
+    The text format exposes each counter's and histogram's creation time as a series of
+    its own (`secret_injector_reviews_created`), doubling the series for no use here;
+    prometheus_client only offers to turn them off for the whole process.
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._registry = registry
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self._registry.collect():
+            family.samples = [s for s in family.samples if not s.name.endswith("_created")]
+            yield family

@@ -89,7 +89,8 @@ def parse_review(body: bytes) -> AdmissionRequest:
     namespace = request.get("namespace") or metadata.get("namespace") or "default"
     if not isinstance(namespace, str):
         raise ReviewError("request.namespace must be a string")
-    name = metadata.get("name") or metadata.get("generateName") or request.get("name") or ""
+    described = metadata or _old_metadata(request, operation)  # who, for the audit line
+    name = described.get("name") or described.get("generateName") or request.get("name") or ""
     if not isinstance(name, str):
         raise ReviewError("request.object.metadata.name must be a string")
     service_account = "default"
@@ -108,7 +109,7 @@ def parse_review(body: bytes) -> AdmissionRequest:
         pod=pod,
         annotations=annotations,
         service_account=service_account if isinstance(service_account, str) else "default",
-        owner=_owner(metadata.get("ownerReferences")),
+        owner=_owner(described.get("ownerReferences")),
     )
 
 
@@ -178,6 +179,13 @@ def _annotations(value: Any) -> Mapping[str, str]:
     ):
         raise ReviewError("request.object.metadata.annotations must map strings to strings")
     return value
+
+
+def _old_metadata(request: Mapping[str, Any], operation: str) -> Mapping[str, Any]:
+    """A DELETE's object is in oldObject: its metadata names the pod and its owner."""
+    old = request.get("oldObject") if operation == "DELETE" else None
+    metadata = old.get("metadata") if isinstance(old, dict) else None
+    return metadata if isinstance(metadata, dict) else {}
 
 
 def _owner(value: Any) -> str | None:

@@ -25,6 +25,9 @@ class Listen:
     # pod's terminationGracePeriodSeconds.
     shutdown_delay_seconds: float = 0.0
     shutdown_timeout_seconds: float = 20.0
+    # A request body not received within this is refused (400): the API server sends it at
+    # once, and a stalled client must not hold a handler and a connection indefinitely.
+    body_timeout_seconds: float = 10.0
 
     def __post_init__(self) -> None:
         for name, port in (("port", self.port), ("metricsPort", self.metrics_port)):
@@ -32,6 +35,8 @@ class Listen:
                 raise ValueError(f"{name} must be between 0 and 65535, got {port}")
         if self.shutdown_delay_seconds < 0 or self.shutdown_timeout_seconds < 0:
             raise ValueError("shutdownDelaySeconds and shutdownTimeoutSeconds must not be negative")
+        if self.body_timeout_seconds <= 0:
+            raise ValueError("bodyTimeoutSeconds must be positive")
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,7 @@ from typing import Final
 
 import boto3
 
+from webhook import providers
 from webhook.backends import Backend, BackendError, BackendName, Existence, Lookup, lookup_for
 from webhook.backends.aws import AwsClients, ParameterStoreBackend, SecretsManagerBackend
 from webhook.backends.breaker import CircuitBreaker
@@ -74,7 +75,8 @@ class ReferenceVerifier:
 
     async def verify(self, req: AdmissionRequest, pod: PodInjection) -> list[str]:
         """Warnings for the review; raises SecretNotFoundError / BackendUnavailableError."""
-        region = pod.aws_region or self._settings.providers.aws.region
+        # The region the SPC will mount from, so we check where the pod will read.
+        region = providers.aws_region(pod, self._settings)
         wanted: dict[Lookup, list[Injection]] = {}
         for injection in pod.injections:
             wanted.setdefault(lookup_for(injection.ref, region), []).append(injection)
@@ -167,7 +169,12 @@ class ReferenceVerifier:
                 "%s could not verify a reference: %s",
                 backend.name,
                 outcome.reason,
-                extra={"backend": backend.name, "kind": outcome.kind},
+                extra={
+                    "backend": backend.name,
+                    "kind": outcome.kind,
+                    "reference": str(lookup.target).split("#", 1)[0],  # path, no key
+                    "region": lookup.region,
+                },
             )
             raise outcome
         breaker.record_success()

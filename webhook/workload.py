@@ -53,6 +53,9 @@ def template_path(obj: Mapping[str, Any]) -> tuple[str, ...] | None:
 
 def pod_for(obj: Mapping[str, Any], namespace: str) -> RawPod | None:
     """The Pod `obj` is, or that its controller would create; None for other kinds."""
+    own_metadata = obj.get("metadata", {})
+    if not isinstance(own_metadata, dict):
+        raise ManifestError(f"{label(obj)}: metadata must be a mapping")
     if is_pod(obj):
         pod = copy.deepcopy(dict(obj))
         pod.setdefault("metadata", {})["namespace"] = namespace
@@ -61,7 +64,7 @@ def pod_for(obj: Mapping[str, Any], namespace: str) -> RawPod | None:
     if path is None:
         return None
     template = _walk(obj, path)
-    name = obj.get("metadata", {}).get("name") or "workload"
+    name = own_metadata.get("name") or "workload"
     metadata = copy.deepcopy(template.get("metadata") or {})
     if not isinstance(metadata, dict):
         raise ManifestError(f"{label(obj)}: {'.'.join(path)}.metadata must be a mapping")

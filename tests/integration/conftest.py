@@ -44,6 +44,7 @@ def settings(dev_certs: certs.CertFiles) -> Settings:
             reload_interval_seconds=0.05,
         ),
         max_body_bytes=64 * 1024,
+        # Tests of verification through the server opt in (test_verification_http.py).
         verify=Verify(mode="off"),
         kubernetes=Kubernetes(manage_secret_provider_classes=False),
     )

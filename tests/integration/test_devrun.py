@@ -36,6 +36,7 @@ def test_devrun_shows_the_example_pod_injected_and_stops_everything(
     spcs = list(yaml.safe_load_all(sections["SecretProviderClasses"]))
     assert {spc["spec"]["provider"] for spc in spcs} == {"vault", "aws"}
     assert "allowed: True" in done.stdout
+    assert "warning:" not in done.stdout  # every reference verified against the seeded servers
     pids = [int(pid) for pid in re.findall(r"^stopped \S+ \(pid (\d+)\)$", done.stdout, re.M)]
     assert len(pids) == 3
     for pid in pids:

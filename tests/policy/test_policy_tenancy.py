@@ -98,7 +98,7 @@ def backend_calls(metrics: Metrics) -> dict[str, float]:
     for family in metrics.registry.collect():
         if family.name == "secret_injector_backend_requests":
             for sample in family.samples:
-                if sample.name.endswith("_total"):
+                if sample.name.endswith("_total") and sample.value:  # known series start at 0
                     backend = sample.labels["backend"]
                     calls[backend] = calls.get(backend, 0.0) + sample.value
     return calls

@@ -1,0 +1,237 @@
+"""The log format: JSON lines with the record's fields, levels that filter, values hidden
+from error lines, and an internal error that says what to act on without the pod's values."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import ssl
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.conftest import PREFIX, make_pod, make_review
+from tests.observability.scrape import delta, key, parse
+from webhook import certs, logs, pipeline
+from webhook.app import Server
+from webhook.metrics import Metrics
+from webhook.review import AdmissionRequest
+from webhook.settings import Listen, Settings, Tls, Verify
+from webhook.tls import ReloadingContext
+
+SECRET = "hunter2-but-longer"
+
+
+@pytest.fixture
+def configured() -> Iterator[io.StringIO]:
+    """logs.configure() writing to a buffer; the root logger restored afterwards."""
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    quiet = {name: logging.getLogger(name).level for name in ("botocore", "hvac", "asyncio")}
+    stream = io.StringIO()
+    yield stream
+    logging.captureWarnings(False)
+    root.handlers[:] = saved[0]
+    root.setLevel(saved[1])
+    for name, level in quiet.items():
+        logging.getLogger(name).setLevel(level)
+
+
+def lines(stream: io.StringIO) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in stream.getvalue().splitlines()]
+
+
+def test_logs_json_line_has_the_record_and_its_fields(configured: io.StringIO) -> None:
+    logs.configure("info", configured)
+    logging.getLogger("secret_injector.test").info(
+        "policy reloaded", extra={"policy_file": "/p.yaml", "count": 3, "none": None}
+    )
+    (entry,) = lines(configured)
+    assert entry.pop("time").endswith("Z")
+    assert entry == {
+        "level": "info",
+        "logger": "secret_injector.test",
+        "msg": "policy reloaded",
+        "policy_file": "/p.yaml",
+        "count": 3,
+        "none": None,
+    }
+
+
+@pytest.mark.parametrize(
+    ("level", "written"),
+    [
+        pytest.param("debug", ["debug", "info", "warning", "error"], id="debug"),
+        pytest.param("info", ["info", "warning", "error"], id="info"),
+        pytest.param("warning", ["warning", "error"], id="warning"),
+        pytest.param("error", ["error"], id="error"),
+    ],
+)
+def test_logs_level_is_configurable(
+    configured: io.StringIO, level: logs.Level, written: list[str]
+) -> None:
+    logs.configure(level, configured)
+    log = logging.getLogger("secret_injector.test")
+    log.debug("d")
+    log.info("i")
+    log.warning("w")
+    log.error("e")
+    assert [e["level"] for e in lines(configured)] == written
+
+
+def test_logs_sdks_stay_at_warning_even_in_debug(configured: io.StringIO) -> None:
+    """SDK debug output can echo request and response bodies."""
+    logs.configure("debug", configured)
+    logging.getLogger("botocore.endpoint").debug("Response body: ...")
+    logging.getLogger("hvac.adapters").info("GET secret/data/...")
+    logging.getLogger("botocore.endpoint").warning("retrying")
+    assert [e["msg"] for e in lines(configured)] == ["retrying"]
+
+
+def test_logs_exception_is_one_json_line_with_the_traceback(configured: io.StringIO) -> None:
+    logs.configure("info", configured)
+    try:
+        raise ValueError("broken")
+    except ValueError:
+        logging.getLogger("secret_injector.test").exception("failed", extra={"uid": "u1"})
+    (entry,) = lines(configured)
+    assert (entry["level"], entry["msg"], entry["uid"]) == ("error", "failed", "u1")
+    assert entry["error"].startswith("Traceback (most recent call last):")
+    assert entry["error"].endswith("ValueError: broken")
+
+
+def test_logs_redacting_hides_values_everywhere_in_the_record(configured: io.StringIO) -> None:
+    logs.configure("info", configured)
+    try:
+        raise KeyError(f"no {SECRET} here")
+    except KeyError:
+        logging.getLogger("secret_injector.test").exception(
+            "failed on %s",
+            SECRET,
+            extra={"field": f"x{SECRET}x", "items": [SECRET], **logs.redacting([SECRET, "on"])},
+        )
+    text = configured.getvalue()
+    assert SECRET not in text
+    (entry,) = lines(configured)
+    assert entry["msg"] == "failed on [redacted]"
+    assert (entry["field"], entry["items"]) == ("x[redacted]x", ["[redacted]"])
+    assert "KeyError: 'no [redacted] here'" in entry["error"]
+    assert "_redact" not in entry
+    assert "failed on" in entry["msg"]  # "on" is too short to be hidden
+
+
+def test_logs_redacting_in_text_output(configured: io.StringIO) -> None:
+    logs.configure("info", configured, structured=False)
+    logging.getLogger("secret_injector.test").error(
+        "bad %s", SECRET, extra=logs.redacting([SECRET])
+    )
+    assert configured.getvalue() == "secret-injector: error: bad [redacted]\n"
+
+
+@pytest.mark.parametrize(
+    ("pod", "values"),
+    [
+        pytest.param(None, [], id="no-pod"),
+        pytest.param({"spec": "x"}, [], id="bad-spec"),
+        pytest.param(make_pod(), [], id="no-env"),
+        pytest.param(
+            make_pod(
+                containers=[
+                    {
+                        "name": "a",
+                        "env": [
+                            {"name": "A", "value": "one"},
+                            {"name": "B", "valueFrom": {"secretKeyRef": {"name": "s"}}},
+                            {"name": "C", "value": ""},
+                            "junk",
+                        ],
+                    }
+                ],
+                init_containers=[{"name": "i", "env": [{"name": "D", "value": "two"}]}],
+                ephemeralContainers=[{"name": "e", "env": [{"name": "E", "value": "three"}]}],
+            ),
+            ["one", "two", "three"],
+            id="every-container-kind",
+        ),
+    ],
+)
+def test_logs_literal_env_values(pod: dict[str, Any] | None, values: list[str]) -> None:
+    assert sorted(logs.literal_env_values(pod)) == sorted(values)
+
+
+async def test_logs_internal_error_has_context_and_no_pod_values(
+    configured: io.StringIO, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug whose exception quotes the pod: the error line names the request, the
+    traceback hides the pod's literal values, the pod is denied, `error` is counted."""
+
+    async def broken(req: AdmissionRequest, ctx: pipeline.Context) -> pipeline.Decision:
+        env = req.pod["spec"]["containers"][0]["env"] if req.pod else []
+        raise RuntimeError(f"cannot handle {env}")
+
+    monkeypatch.setattr(pipeline, "admit", broken)
+    logs.configure("info", configured)
+    files, _ = certs.write_dev_certs(tmp_path / "certs")
+    settings = Settings(
+        listen=Listen(address="127.0.0.1", port=0, metrics_address="127.0.0.1", metrics_port=0),
+        tls=Tls(cert_file=str(files.cert), key_file=str(files.key)),
+        verify=Verify(mode="off"),
+    )
+    metrics = Metrics()
+    server = Server(settings, metrics, ReloadingContext(settings.tls, metrics))
+    await server.start()
+    pod = make_pod(
+        {PREFIX + "inject": "true", PREFIX + "file.db": "vault:secret/data/shop/db#pw"},
+        containers=[{"name": "app", "env": [{"name": "DB_PASSWORD", "value": SECRET}]}],
+        name="web-1",
+        namespace="shop",
+    )
+    review = make_review(pod, uid="0c6f0f0e-1111-2222-3333-444444444444")
+    before = parse(metrics.render().decode())
+    context = ssl.create_default_context(cafile=str(files.ca_cert))
+    try:
+        async with (
+            aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context)) as session,
+            session.post(f"https://localhost:{server.port}/mutate", json=review) as response,
+        ):
+            answer = (await response.json())["response"]
+    finally:
+        await server.stop()
+    assert (response.status, answer["allowed"], answer["status"]["code"]) == (200, False, 500)
+    assert SECRET not in configured.getvalue()
+    (error,) = [e for e in lines(configured) if e["level"] == "error"]
+    assert error["msg"] == "admission review failed with an internal error"
+    assert {k: error[k] for k in ("endpoint", "uid", "namespace", "pod", "operation")} == {
+        "endpoint": "mutate",
+        "uid": review["request"]["uid"],
+        "namespace": "shop",
+        "pod": "web-1",
+        "operation": "CREATE",
+    }
+    assert (
+        "RuntimeError: cannot handle [{'name': 'DB_PASSWORD', 'value': '[redacted]'}]"
+        in (error["error"])
+    )
+    (audit,) = [e for e in lines(configured) if e["logger"] == "secret_injector.audit"]
+    assert (audit["uid"], audit["decision"], audit["outcome"], audit["code"]) == (
+        review["request"]["uid"],
+        "denied",
+        "error",
+        500,
+    )
+    moved = delta(before, parse(metrics.render().decode()))
+    assert (
+        moved[
+            key(
+                "secret_injector_reviews_total",
+                endpoint="mutate",
+                operation="CREATE",
+                outcome="error",
+            )
+        ]
+        == 1
+    )
