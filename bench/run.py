@@ -256,6 +256,7 @@ def main() -> int:
         print("bench: webhook/cli.py is missing: nothing to measure")
         return 1
     with (
+        processes.exclusive("make bench"),
         tempfile.TemporaryDirectory(prefix="secret-injector-bench-") as tmp,
         contextlib.ExitStack() as stack,
     ):
