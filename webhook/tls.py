@@ -116,7 +116,8 @@ class ReloadingContext:
         self._settings = settings
         self._metrics = metrics
         self._current = load(settings)  # raises TlsError: refuse to start
-        self._failed_fingerprint: str | None = None
+        # The content and key mode of the last pair refused: not tried again until one changes.
+        self._failed: tuple[str, int | None] | None = None
         # The first pair's context is the one the server holds; later pairs are switched to.
         self.server_context = self._current.context
         self.server_context.sni_callback = self._select
@@ -138,6 +139,12 @@ class ReloadingContext:
         if connection.context is not self._current.context:
             connection.context = self._current.context
 
+    def _key_mode(self) -> int | None:
+        try:
+            return os.stat(self._settings.key_file).st_mode
+        except OSError:
+            return None
+
     def _fingerprint_on_disk(self) -> str | None:
         try:
             cert_bytes = Path(self._settings.cert_file).read_bytes()
@@ -150,15 +157,20 @@ class ReloadingContext:
         """Load the files if their content changed; True when a new pair is now served.
 
         A broken new pair (unreadable, mismatched, world-readable key) keeps the old one
-        and logs why, once per distinct content.
+        and logs why, once per distinct content (and key mode: fixing the permissions of a
+        refused key gets it loaded).
         """
         fingerprint = self._fingerprint_on_disk()
-        if fingerprint in (self._current.fingerprint, self._failed_fingerprint):
+        if fingerprint is None or fingerprint == self._current.fingerprint:
+            return False
+        # A pair refused for its key's permissions is tried again once they are fixed.
+        attempt = (fingerprint, self._key_mode())
+        if attempt == self._failed:
             return False
         try:
             loaded = load(self._settings)
         except TlsError as exc:
-            self._failed_fingerprint = fingerprint
+            self._failed = attempt
             log.error(
                 "new TLS certificate or key not loaded; still serving the previous one",
                 extra={"reason": str(exc), "subject": self._current.subject},
@@ -167,7 +179,7 @@ class ReloadingContext:
         if loaded.fingerprint == self._current.fingerprint:
             return False
         self._current = loaded
-        self._failed_fingerprint = None
+        self._failed = None
         self._metrics.certificate_expiry.set(loaded.not_after)
         log.info(
             "serving certificate reloaded",

@@ -2,9 +2,10 @@
 the fuzz tests, and the hypothesis settings they share.
 
 Hypothesis runs derandomized (the same examples on every run, so CI is reproducible) with
-no deadline (this machine's two cores are shared) and a bounded number of examples;
-`FUZZ_EXAMPLES=N` multiplies nothing but sets that bound, for a longer local run, and
-`FUZZ_RANDOM=1` explores new examples instead of the fixed ones.
+no deadline (this machine's two cores are shared) and a bounded number of examples per
+test. For a longer hunt: `FUZZ_EXAMPLES=N` sets that bound for every fuzz test, and
+`FUZZ_RANDOM=1` draws new examples on each run instead of the fixed ones, e.g.
+`FUZZ_RANDOM=1 FUZZ_EXAMPLES=5000 pytest tests/reliability -k fuzz`.
 """
 
 from __future__ import annotations

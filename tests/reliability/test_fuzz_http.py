@@ -93,7 +93,7 @@ def post(webhook: ThreadedWebhook, endpoint: str, body: bytes) -> Answer:
 def test_fuzz_arbitrary_bytes_are_refused_with_400(
     webhook: ThreadedWebhook, caplog: pytest.LogCaptureFixture
 ) -> None:
-    @fuzz_settings(60)
+    @fuzz_settings(150)
     @given(body=st.binary(max_size=4096), endpoint=st.sampled_from(ENDPOINTS))
     def refused(body: bytes, endpoint: str) -> None:
         answer = post(webhook, endpoint, body)
@@ -107,7 +107,7 @@ def test_fuzz_arbitrary_bytes_are_refused_with_400(
 def test_fuzz_arbitrary_json_is_refused_with_400(
     webhook: ThreadedWebhook, caplog: pytest.LogCaptureFixture
 ) -> None:
-    @fuzz_settings(60)
+    @fuzz_settings(150)
     @given(value=json_values, endpoint=st.sampled_from(ENDPOINTS))
     def refused(value: Any, endpoint: str) -> None:
         answer = post(webhook, endpoint, json.dumps(value).encode())
@@ -121,7 +121,7 @@ def test_fuzz_arbitrary_json_is_refused_with_400(
 def test_fuzz_wrecked_reviews_are_answered_or_refused(
     webhook: ThreadedWebhook, caplog: pytest.LogCaptureFixture
 ) -> None:
-    @fuzz_settings(150)
+    @fuzz_settings(400)
     @given(data=st.data(), endpoint=st.sampled_from(ENDPOINTS))
     def answered(data: st.DataObject, endpoint: str) -> None:
         review = data.draw(wrecked(valid_review()), label="review")
@@ -136,7 +136,7 @@ def test_fuzz_wrecked_reviews_are_answered_or_refused(
 def test_fuzz_annotations_under_our_prefix_are_answered_precisely(
     webhook: ThreadedWebhook, caplog: pytest.LogCaptureFixture
 ) -> None:
-    @fuzz_settings(80)
+    @fuzz_settings(250)
     @given(annotations=our_annotations(), endpoint=st.sampled_from(ENDPOINTS))
     def answered(annotations: dict[str, str], endpoint: str) -> None:
         pod = make_pod(annotations, containers=["app", "sidecar"], namespace=NAMESPACE)
@@ -160,7 +160,7 @@ def test_fuzz_truncated_body_with_its_true_length_is_refused_with_400(
 ) -> None:
     body = json.dumps(valid_review()).encode()
 
-    @fuzz_settings(30)
+    @fuzz_settings(50)
     @given(cut=st.integers(0, len(body) - 1), endpoint=st.sampled_from(ENDPOINTS))
     def refused(cut: int, endpoint: str) -> None:
         answer = post(webhook, endpoint, body[:cut])
@@ -186,7 +186,7 @@ def test_fuzz_truncated_body_then_hang_up_leaves_nothing_behind(
     def hang_up(tls: ssl.SSLSocket) -> None:
         tls.shutdown(socket.SHUT_RDWR)
 
-    @fuzz_settings(15)
+    @fuzz_settings(25)
     @given(cut=st.integers(0, len(body) - 1))
     def survived(cut: int) -> None:
         data = request_head("/mutate", len(body)) + body[:cut]

@@ -42,7 +42,7 @@ def test_fuzz_valid_pods_not_opted_in_are_left_alone(
 ) -> None:
     client = webhook.client()
 
-    @fuzz_settings(60)
+    @fuzz_settings(120)
     @given(pod=(pods() | schema_pods()).map(without_our_annotations))
     def left_alone(pod: dict[str, Any]) -> None:
         assert validation_errors(pod) is None, validation_errors(pod)
@@ -64,7 +64,7 @@ def test_fuzz_valid_pods_opted_in_are_patched_into_valid_pods_once(
     client = webhook.client()
     outcomes: dict[str, int] = {}
 
-    @fuzz_settings(120)
+    @fuzz_settings(200)
     @given(data=st.data())
     def patched_once(data: st.DataObject) -> None:
         pod = data.draw(pods(), label="pod")

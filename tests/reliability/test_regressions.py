@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import signal
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from webhook import certs
+from webhook.metrics import Metrics
 from webhook.policy import MAX_LINE, Violation
+from webhook.settings import Tls
+from webhook.tls import ReloadingContext
 
 
 @pytest.fixture
@@ -41,3 +47,24 @@ def test_violation_line_is_bounded_and_terminates(alarm: None, where: str, what:
     line = Violation("plaintextSecrets", where, what, "fix it", "deny").line
     assert len(line) <= MAX_LINE
     assert line.startswith("plaintextSecrets: ")
+
+
+def test_tls_pair_refused_for_its_key_mode_is_loaded_once_the_mode_is_fixed(
+    tmp_path: Path,
+) -> None:
+    # Found by test_tls_process: the refusal was remembered by content only, so a key
+    # whose permissions were then fixed (same bytes) was never loaded.
+    files, _ = certs.write_dev_certs(tmp_path / "certs")
+    ca = certs.read_authority(files)
+    assert ca is not None
+    metrics = Metrics()
+    tls = ReloadingContext(Tls(cert_file=str(files.cert), key_file=str(files.key)), metrics)
+    cert, key = certs.issue_serving_cert(ca, ["localhost"])
+    certs.write_pem(files.cert, certs.cert_pem(cert))
+    certs.write_pem(files.key, certs.key_pem(key), private=True)
+    os.chmod(files.key, 0o644)
+    assert tls.reload_if_changed() is False  # refused: world-readable
+    assert tls.reload_if_changed() is False  # and not tried again while nothing changes
+    os.chmod(files.key, 0o600)
+    assert tls.reload_if_changed() is True
+    assert tls.current.not_after == cert.not_valid_after_utc.timestamp()
