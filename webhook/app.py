@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from webhook import handlers, pipeline, policy, policy_file, verification
+from webhook import decisions, handlers, pipeline, policy, policy_file, verification
 from webhook.handlers import CONTEXT, HEALTH, METRICS, SETTINGS, Health
 from webhook.metrics import Metrics
 from webhook.settings import Settings
@@ -51,6 +51,12 @@ async def open_context(
 
         source = policy_file.PolicySource(settings.policy_file, metrics=metrics, on_change=follow)
         ctx = pipeline.Context(settings=settings, policy=source.policy, metrics=metrics)
+        if serving:  # `explain` answers one pod: nothing to reuse
+            ctx.decisions = decisions.DecisionCache(
+                ttl=settings.decision_cache.ttl_seconds,
+                max_entries=settings.decision_cache.max_entries,
+                on_lookup=lambda result: metrics.decision_cache_lookups.labels(result).inc(),
+            )
         ctx.verifier = verification.open_verifier(settings, metrics)
         if ctx.verifier is not None:
             stack.push_async_callback(ctx.verifier.close)

@@ -110,6 +110,13 @@ class Metrics:
             ["result"],
             registry=r,
         )
+        self.decision_cache_lookups = Counter(
+            "secret_injector_decision_cache_lookups",
+            "Decision-cache lookups of opted-in pods, by result (hit: a pod of a template "
+            "seen within decisionCache.ttlSeconds, no policy or patch computed; miss).",
+            ["result"],
+            registry=r,
+        )
         self.certificate_expiry = Gauge(
             "secret_injector_certificate_expiry_timestamp_seconds",
             "Unix time at which the serving certificate expires.",
@@ -137,6 +144,7 @@ class Metrics:
                 self.backend_requests.labels(backend, result)
         for cache_result in CACHE_RESULTS:
             self.cache_lookups.labels(cache_result)
+            self.decision_cache_lookups.labels(cache_result)
 
     def render(self) -> bytes:
         """The registry in the Prometheus text format, without the `_created` series."""
