@@ -52,10 +52,11 @@ async def open_context(
         source = policy_file.PolicySource(settings.policy_file, metrics=metrics, on_change=follow)
         ctx = pipeline.Context(settings=settings, policy=source.policy, metrics=metrics)
         if serving:  # `explain` answers one pod: nothing to reuse
+            lookups = {r: metrics.decision_cache_lookups.labels(r) for r in ("hit", "miss")}
             ctx.decisions = decisions.DecisionCache(
                 ttl=settings.decision_cache.ttl_seconds,
                 max_entries=settings.decision_cache.max_entries,
-                on_lookup=lambda result: metrics.decision_cache_lookups.labels(result).inc(),
+                on_lookup=lambda result: lookups[result].inc(),
             )
         ctx.verifier = verification.open_verifier(settings, metrics)
         if ctx.verifier is not None:

@@ -51,11 +51,12 @@ class ReferenceVerifier:
         self._verify = verify
         self._metrics = metrics
         self._backends = dict(backends)
+        lookups = {result: metrics.cache_lookups.labels(result) for result in ("hit", "miss")}
         self._cache: ExistenceCache[Lookup] = ExistenceCache(
             ttl=verify.cache_ttl_seconds,
             negative_ttl=verify.negative_cache_ttl_seconds,
             max_entries=verify.cache_max_entries,
-            on_lookup=lambda result: metrics.cache_lookups.labels(result=result).inc(),
+            on_lookup=lambda result: lookups[result].inc(),
         )
         self._breakers: dict[BreakerKey, CircuitBreaker] = {}
         # A call gives up a little before the review does, so the review sees the call's
@@ -102,6 +103,9 @@ class ReferenceVerifier:
 
     async def _answer_all(self, lookups: list[Lookup]) -> dict[Lookup, Existence | BackendError]:
         """Every lookup's answer, or a BackendError for those not answered by the deadline."""
+        warm = self._cache.cached_all(lookups)
+        if warm is not None:  # the common case: no task, no timer, nothing to wait for
+            return dict(warm)
         tasks = {lookup: asyncio.ensure_future(self._answer(lookup)) for lookup in lookups}
         done, pending = await asyncio.wait(tasks.values(), timeout=self._verify.timeout_seconds)
         for task in pending:
