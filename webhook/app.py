@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 from collections.abc import AsyncIterator
@@ -209,6 +210,22 @@ class Server:
         log.info("stopped")
 
 
+# Collect the youngest generation after this many net allocations (CPython's default: 700).
+# A large review allocates enough objects for several collections each; measured on the
+# webhook (README "Performance"): with gc.freeze(), large-body throughput +70 % and the
+# typical p99 at c=8 from 98 to 11 ms (collection pauses over the clients' objects).
+GC_THRESHOLD = (50_000, 20, 100)
+
+
+def _freeze_start_up_objects() -> None:
+    """Keep the garbage collector off what start-up made (modules, SDK clients, their
+    tables): objects that live as long as the process, traversed by every full
+    collection otherwise."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLD)
+
+
 async def serve(settings: Settings) -> None:
     """Run the webhook until SIGTERM or SIGINT, then shut down gracefully.
 
@@ -228,6 +245,7 @@ async def serve(settings: Settings) -> None:
         tls = ReloadingContext(settings.tls, metrics)  # TlsError: refuse to start
         server = Server(settings, metrics, tls, ca)
         await server.start()
+        _freeze_start_up_objects()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
