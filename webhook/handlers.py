@@ -235,7 +235,10 @@ def _too_large(length: int | None, limit: int) -> str:
 def _report_unsaved_spcs(
     ctx: pipeline.Context, req: review.AdmissionRequest, decision: pipeline.Decision
 ) -> None:
-    """Without a Kubernetes API the SecretProviderClasses are computed and reported only."""
+    """Without a Kubernetes API the SecretProviderClasses are computed and reported only:
+    once per pod template (decisionCache.ttlSeconds), not for each of its pods."""
+    if decision.cached:
+        return
     if ctx.spc_store is None and decision.allowed and decision.patch and decision.spcs:
         log.info(
             "SecretProviderClasses computed, not created (no Kubernetes API configured)",

@@ -70,6 +70,7 @@ class Decision:
     spcs: list[dict[str, Any]] = field(default_factory=list)
     references: list[str] = field(default_factory=list)  # scheme:path, never a value
     violations: list[str] = field(default_factory=list)
+    cached: bool = False  # policy, SPCs and patch came from the decision cache
 
     @property
     def allowed(self) -> bool:
@@ -111,9 +112,10 @@ async def admit(req: AdmissionRequest, ctx: Context) -> Decision:
     assert req.pod is not None  # parse_review keeps the object of every Pod CREATE
     if not _is_opted_in(req, ctx.settings):
         return _forgotten_opt_in(req, ctx.settings)
-    template = _template(req, ctx)
+    template, cached = _template(req, ctx)
     decision = Decision(
         outcome="allowed",
+        cached=cached,
         references=list(template.references),
         violations=[v.line for v in template.violations],
         warnings=[v.line for v in template.violations if v.action == "warn"],
@@ -152,20 +154,22 @@ def _is_opted_in(req: AdmissionRequest, settings: Settings) -> bool:
     return req.annotations.get(settings.prefix + "inject", "false") != "false"
 
 
-def _template(req: AdmissionRequest, ctx: Context) -> decisions.Template:
-    """The pure part of the decision: from the decision cache, else computed (and kept)."""
+def _template(req: AdmissionRequest, ctx: Context) -> tuple[decisions.Template, bool]:
+    """The pure part of the decision, and whether it came from the decision cache (else it
+    is computed, and kept)."""
     cache = ctx.decisions
     if cache is None or not cache.enabled:
-        return _plan(req, ctx)
+        return _plan(req, ctx), False
     key = decisions.key(req)
     if key is None:
-        return _plan(req, ctx)
+        return _plan(req, ctx), False
     policy_in_force = ctx.policy  # a reload during this review must not file under it
     template = cache.get(key, policy_in_force)
-    if template is None:
-        template = _plan(req, ctx)
-        cache.put(key, policy_in_force, template)
-    return template
+    if template is not None:
+        return template, True
+    template = _plan(req, ctx)
+    cache.put(key, policy_in_force, template)
+    return template, False
 
 
 def _plan(req: AdmissionRequest, ctx: Context) -> decisions.Template:
