@@ -215,6 +215,8 @@ async def _read_body(request: web.Request) -> bytes:
         raise ReviewError(_too_large(length, limit), 413)
     deadline = request.app[SETTINGS].listen.body_timeout_seconds
     try:
+        if request.content.is_eof():  # all of it came with the headers: nothing to wait for
+            return await request.read()
         async with asyncio.timeout(deadline):
             return await request.read()
     except web.HTTPRequestEntityTooLarge as exc:  # chunked bodies, counted as they arrive
