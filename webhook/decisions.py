@@ -16,7 +16,6 @@ cache is full; a policy reload empties it.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -59,17 +58,18 @@ class _Entry:
 
 
 def key(req: AdmissionRequest) -> Key | None:
-    """What a /mutate decision depends on, hashed; None when it cannot be computed (then
-    the review runs uncached)."""
+    """What a /mutate decision depends on, as JSON; None when it cannot be written (then
+    the review runs uncached).
+
+    The content itself, not a digest of it: a dict lookup compares the bytes, so two
+    templates never share an entry, and hashing 10-50 KiB with SHA-256 would cost as much
+    as writing them. The price is memory: an entry holds its spec (5-50 KiB).
+    """
     assert req.pod is not None
     try:
-        content = orjson.dumps((req.namespace, req.annotations, req.pod.get("spec")))
+        return orjson.dumps((req.namespace, req.annotations, req.pod.get("spec")))
     except orjson.JSONEncodeError:  # nested deeper than orjson writes: rare, run it fully
         return None
-    # A digest, not the content: entries stay small (a large pod spec is ~50 KiB), and
-    # SHA-256 makes two templates sharing a key (and so a patch or a verdict) impossible
-    # in practice, even for someone crafting pods.
-    return hashlib.sha256(content).digest()
 
 
 class DecisionCache:
