@@ -1,4 +1,5 @@
-"""A development CA and an ECDSA P-256 serving certificate for the webhook's Service.
+"""Certificates: a CA and ECDSA P-256 serving certificates (pure building, shared with the
+self-managed CA in selfsigned.py), and the development CA files of `secret-injector certs`.
 
 For `make run`, tests and kind clusters only: production certificates come from
 cert-manager, an existing Secret or the self-managed CA (certs/README.md).
@@ -10,6 +11,7 @@ import datetime
 import ipaddress
 import os
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +25,8 @@ CA_DAYS = 3650
 SERVING_DAYS = 365
 # A serving certificate closer than this to its end is issued again by `certs`.
 RENEW_BEFORE = datetime.timedelta(days=30)
+# notBefore this far in the past: nodes' clocks are not exactly in step.
+BACKDATE = datetime.timedelta(minutes=5)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,22 +52,31 @@ class Authority:
     key: ec.EllipticCurvePrivateKey
 
 
-def service_names(service: str, namespace: str) -> list[str]:
-    """The DNS names the API server may use for a Service, plus localhost."""
+def cluster_names(service: str, namespace: str) -> list[str]:
+    """The DNS names the API server may use to reach a Service."""
     return [
         service,
         f"{service}.{namespace}",
         f"{service}.{namespace}.svc",
         f"{service}.{namespace}.svc.cluster.local",
-        "localhost",
     ]
 
 
-def make_authority(common_name: str = "secret-injector development CA") -> Authority:
-    """A new self-signed CA that may only sign end-entity certificates."""
+def service_names(service: str, namespace: str) -> list[str]:
+    """The Service's cluster names plus localhost: what a development certificate names."""
+    return [*cluster_names(service, namespace), "localhost"]
+
+
+def make_authority(
+    common_name: str = "secret-injector development CA",
+    *,
+    now: datetime.datetime | None = None,
+    lifetime: datetime.timedelta = datetime.timedelta(days=CA_DAYS),
+) -> Authority:
+    """A new self-signed CA (ECDSA P-256) that may only sign end-entity certificates."""
+    now = now or _now()
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-    now = _now()
+    name = _name(common_name)
     public = key.public_key()
     cert = (
         x509.CertificateBuilder()
@@ -71,23 +84,10 @@ def make_authority(common_name: str = "secret-injector development CA") -> Autho
         .issuer_name(name)
         .public_key(public)
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=CA_DAYS))
+        .not_valid_before(now - BACKDATE)
+        .not_valid_after(now + lifetime)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
+        .add_extension(_key_usage(cert_sign=True), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(public), critical=False)
         .sign(key, hashes.SHA256())
@@ -97,38 +97,28 @@ def make_authority(common_name: str = "secret-injector development CA") -> Autho
 
 def issue_serving_cert(
     ca: Authority,
-    dns_names: list[str],
-    ips: list[str] = ["127.0.0.1"],  # noqa: B006 - never mutated
-    days: int = SERVING_DAYS,
+    dns_names: Sequence[str],
+    ips: Sequence[str] = ("127.0.0.1",),
+    *,
+    now: datetime.datetime | None = None,
+    lifetime: datetime.timedelta = datetime.timedelta(days=SERVING_DAYS),
 ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    """An ECDSA P-256 server certificate for `dns_names` and `ips`, signed by `ca`."""
+    """An ECDSA P-256 server certificate for `dns_names` and `ips`, signed by `ca` and
+    never outliving it."""
+    now = now or _now()
     key = ec.generate_private_key(ec.SECP256R1())
-    now = _now()
     sans: list[x509.GeneralName] = [x509.DNSName(name) for name in dns_names]
     sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips]
     cert = (
         x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, dns_names[0])]))
+        .subject_name(_name(dns_names[0]))
         .issuer_name(ca.cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=days))
+        .not_valid_before(now - BACKDATE)
+        .not_valid_after(min(now + lifetime, ca.cert.not_valid_after_utc))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
+        .add_extension(_key_usage(cert_sign=False), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .add_extension(x509.SubjectAlternativeName(sans), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
@@ -139,6 +129,24 @@ def issue_serving_cert(
         .sign(ca.key, hashes.SHA256())
     )
     return cert, key
+
+
+def _name(common_name: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+
+def _key_usage(cert_sign: bool) -> x509.KeyUsage:
+    return x509.KeyUsage(
+        digital_signature=True,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=cert_sign,
+        crl_sign=cert_sign,
+        encipher_only=False,
+        decipher_only=False,
+    )
 
 
 def write_dev_certs(
@@ -185,6 +193,7 @@ def key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
 
 def write_pem(path: Path, data: bytes, *, private: bool = False) -> None:
     """Replace `path` atomically; private keys are created 0600 (never briefly wider)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # mode 0600
     try:
         with os.fdopen(fd, "wb") as handle:

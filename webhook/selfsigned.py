@@ -17,8 +17,7 @@ when it no longer fits (other names, untrusted issuer, wrong key). A CA
 `caRenewBeforeDays` before its end gets a successor that joins the bundle next to it; the
 old CA stays trusted until it expires, and serving certificates move to the new CA only
 once it has been in the bundle for PUBLISH_DELAY, so that the API servers trust it first.
-Certificates are ECDSA P-256. The certificate building (`make_authority`,
-`issue_serving_cert`) is pure and can be shared with the dev CA of `secret-injector certs`.
+Certificates are ECDSA P-256, built by webhook/certs.py (shared with `secret-injector certs`).
 """
 
 from __future__ import annotations
@@ -28,7 +27,6 @@ import base64
 import logging
 import os
 import random
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -37,31 +35,22 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from webhook import certs
+from webhook.certs import BACKDATE, Authority, cert_pem, key_pem, write_pem
 from webhook.errors import ConfigError, KubernetesError, KubernetesUnavailableError, WebhookError
 from webhook.kube import ATTEMPTS, MANAGED_BY, MANAGER, KubeApi, Obj, StatusError, open_api
 from webhook.settings import SelfManagedTls, Settings, Tls
 
 log = logging.getLogger("secret_injector.selfsigned")
 
-# notBefore this far in the past: nodes' clocks are not exactly in step.
-BACKDATE = timedelta(minutes=5)
 # A new CA is in the caBundle this long before it signs serving certificates.
 PUBLISH_DELAY = timedelta(hours=1)
 # On a Secret: ours to replace when it cannot be read (e.g. created empty by the chart).
 MARKER = "secret-injector.io/self-managed-ca"
 NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
-
-
-@dataclass(frozen=True, slots=True)
-class Authority:
-    """A CA certificate and its private key."""
-
-    cert: x509.Certificate
-    key: ec.EllipticCurvePrivateKey
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,64 +118,18 @@ class Lifetimes:
 # ------------------------------------------------------------------ certificates (pure)
 
 
-def service_names(service: str, namespace: str) -> list[str]:
-    """The DNS names the API server may use to reach a Service."""
-    return [
-        service,
-        f"{service}.{namespace}",
-        f"{service}.{namespace}.svc",
-        f"{service}.{namespace}.svc.cluster.local",
-    ]
-
-
 def make_authority(now: datetime, lifetime: timedelta) -> Authority:
-    """A new self-signed CA (ECDSA P-256) that may only sign end-entity certificates."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    # The date tells CAs apart in a bundle that holds two during a CA renewal.
-    name = _name(f"secret-injector CA {now:%Y-%m-%d %H:%M:%S}")
-    public = key.public_key()
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(public)
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - BACKDATE)
-        .not_valid_after(now + lifetime)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(_key_usage(cert_sign=True), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
-        .sign(key, hashes.SHA256())
+    """A new CA; the date in its name tells CAs apart in a bundle holding two."""
+    return certs.make_authority(
+        f"secret-injector CA {now:%Y-%m-%d %H:%M:%S}", now=now, lifetime=lifetime
     )
-    return Authority(cert, key)
 
 
 def issue_serving_cert(
     ca: Authority, dns_names: Sequence[str], now: datetime, lifetime: timedelta
 ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    """A serving certificate for `dns_names` signed by `ca`, never outliving it."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name(dns_names[0]))
-        .issuer_name(ca.cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - BACKDATE)
-        .not_valid_after(min(now + lifetime, ca.cert.not_valid_after_utc))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(_key_usage(cert_sign=False), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(
-            x509.SubjectAlternativeName([x509.DNSName(n) for n in dns_names]), critical=False
-        )
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()),
-            critical=False,
-        )
-        .sign(ca.key, hashes.SHA256())
-    )
-    return cert, key
+    """A serving certificate for the Service's names (no IP addresses), never outliving `ca`."""
+    return certs.issue_serving_cert(ca, dns_names, (), now=now, lifetime=lifetime)
 
 
 def renew(
@@ -230,40 +173,12 @@ def fits(
     return any(_issued_by(cert, ca) for ca in trusted)
 
 
-def cert_pem(cert: x509.Certificate) -> bytes:
-    return cert.public_bytes(serialization.Encoding.PEM)
-
-
-def key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-
-
 def _issued_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:
     try:
         cert.verify_directly_issued_by(ca)
     except (ValueError, TypeError, InvalidSignature):
         return False
     return True
-
-
-def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-
-
-def _key_usage(cert_sign: bool) -> x509.KeyUsage:
-    return x509.KeyUsage(
-        digital_signature=True,
-        content_commitment=False,
-        key_encipherment=False,
-        data_encipherment=False,
-        key_agreement=False,
-        key_cert_sign=cert_sign,
-        crl_sign=cert_sign,
-        encipher_only=False,
-        decipher_only=False,
-    )
 
 
 def _certificate(pem: bytes) -> x509.Certificate:
@@ -298,7 +213,7 @@ class SelfManagedCa:
         self.tls: Tls = settings.tls
         self.conf = settings.tls.self_managed
         self.namespace = namespace
-        self.names = service_names(self.conf.service_name, namespace)
+        self.names = certs.cluster_names(self.conf.service_name, namespace)
         self.life = Lifetimes.of(self.conf)
         self.clock = clock
         self.bundle: Bundle | None = None
@@ -431,11 +346,11 @@ class SelfManagedCa:
     def _write_files(self, bundle: Bundle) -> None:
         """Write the serving pair where the TLS loader reads it, when it changed."""
         key, cert = Path(self.tls.key_file), Path(self.tls.cert_file)
-        wanted = ((key, key_pem(bundle.key), 0o600), (cert, cert_pem(bundle.cert), 0o644))
+        wanted = ((key, key_pem(bundle.key), True), (cert, cert_pem(bundle.cert), False))
         if all(_read(path) == data for path, data, _ in wanted):
             return
-        for path, data, mode in wanted:  # the key first (see the module docstring)
-            _write_atomically(path, data, mode)
+        for path, data, private in wanted:  # the key first (see the module docstring)
+            write_pem(path, data, private=private)
         log.info("self-managed CA: serving certificate written to %s", cert)
 
     async def _sync_ca_bundles(self, bundle: Bundle) -> bool:
@@ -519,20 +434,6 @@ def _read(path: Path) -> bytes | None:
         return path.read_bytes()
     except OSError:
         return None
-
-
-def _write_atomically(path: Path, data: bytes, mode: int) -> None:
-    """Replace `path` in one rename; the temporary file is 0600 from its creation."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def own_namespace(settings: SelfManagedTls) -> str:

@@ -16,6 +16,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from tests.fake_kube import MUTATING, SECRET, VALIDATING, FakeKube
+from webhook.certs import cluster_names as service_names
 from webhook.errors import ConfigError, KubernetesUnavailableError
 from webhook.kube import open_api
 from webhook.selfsigned import (
@@ -28,7 +29,6 @@ from webhook.selfsigned import (
     make_authority,
     open_self_managed_ca,
     renew,
-    service_names,
 )
 from webhook.settings import SelfManagedTls, Settings, Tls
 
