@@ -5,7 +5,9 @@
 
 Policy runs before verification, so a namespace cannot probe secrets it may not use.
 Every step but verification and SPC creation is pure; those two await through the seams
-in `Context` (None when the deployment has no backend or no Kubernetes API).
+in `Context` (None when the deployment has no backend or no Kubernetes API). On /mutate the
+pure steps (refs, policy, plan, patch) are computed once per pod template and reused for
+its other pods (webhook/decisions.py); verification and SPC creation run for every pod.
 """
 
 from collections.abc import Mapping, Sequence
