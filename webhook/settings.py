@@ -182,7 +182,9 @@ class Decisions:
 
     # How long one template's result is reused; 0 turns the cache off.
     ttl_seconds: float = 60.0
-    max_entries: int = 1000
+    # An entry holds its key (the spec as JSON) and the patch: ~20 KiB for a typical pod,
+    # ~60 KiB for a large one.
+    max_entries: int = 256
 
     def __post_init__(self) -> None:
         if self.ttl_seconds < 0 or self.max_entries < 1:

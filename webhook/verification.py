@@ -40,7 +40,7 @@ BreakerKey = tuple[BackendName, str | None]
 NOT_VERIFIED: Final = "not verified"
 # Pods whose lookups are kept (see ReferenceVerifier._lookups): as many as the decision
 # cache's default maxEntries; emptied when full.
-WANTED_MAX_ENTRIES: Final = 1000
+WANTED_MAX_ENTRIES: Final = 256
 
 
 class ReferenceVerifier:
