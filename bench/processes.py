@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import shutil
 import signal
 import socket
 import ssl
 import subprocess
+import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 
@@ -156,3 +158,32 @@ def require(binary: str, package: str) -> str:
     if found is None:
         raise RuntimeError(f"{binary} is still missing after installing {package}")
     return found
+
+
+LOCK_FILE = Path(tempfile.gettempdir()) / "secret-injector-bench.lock"
+
+
+@contextlib.contextmanager
+def exclusive(what: str) -> Iterator[None]:
+    """Hold the machine-wide benchmark lock: two benchmarks on the same CPUs spoil both.
+
+    Another `make bench`, `make soak` or profile (from any checkout) holds it until it
+    ends; this one waits and says for whom.
+    """
+    with LOCK_FILE.open("a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "another benchmark"
+            print(f"{what}: waiting for {holder} to finish (lock {LOCK_FILE})", flush=True)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        lock.seek(0)
+        lock.truncate()
+        lock.write(f"{what} (pid {os.getpid()}, {os.getcwd()})\n")
+        lock.flush()
+        try:
+            yield
+        finally:
+            lock.truncate(0)
+            fcntl.flock(lock, fcntl.LOCK_UN)

@@ -95,7 +95,10 @@ def main() -> int:
     results.mkdir(exist_ok=True)
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
     out = results / f"profile-{args.body}-c{args.connections}-{stamp}.txt"
-    with tempfile.TemporaryDirectory(prefix="secret-injector-profile-") as tmp:
+    with (
+        processes.exclusive("bench.profile"),
+        tempfile.TemporaryDirectory(prefix="secret-injector-profile-") as tmp,
+    ):
         workdir = Path(tmp)
         with contextlib.ExitStack() as stack:
             bench = Bench(Options.from_env(), workdir)

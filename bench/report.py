@@ -86,10 +86,11 @@ def _contention(result: Mapping[str, Any]) -> str:
     if not shares:
         return ""
     median = shares[len(shares) // 2]
+    again = sum(1 for c in result["cases"] if c.get("attempts", 1) > 1)
     return (
         f"Other processes on the servers' CPU during the cases: median {median:.0f} %, "
         f"max {shares[-1]:.0f} % of the CPU (0 on an idle machine; high values make a "
-        "case noisy)."
+        f"case noisy); {again} of {len(shares)} runs measured again because others took more."
     )
 
 

@@ -12,7 +12,9 @@ Layout of a run (CPU 0: the servers under test; CPU 1: wrk, OpenBao, moto):
 
 Environment: BENCH_DURATION (seconds per case, default 10), BENCH_QUICK=1 (a ~1 minute
 smoke run), BENCH_REPEAT (repetitions per case, median reported, default 1),
-BENCH_CONCURRENCY (default 1,8,64), BENCH_VERIFY (warn | enforce, default warn).
+BENCH_CONCURRENCY (default 1,8,64), BENCH_VERIFY (warn | enforce, default warn),
+BENCH_MAX_FOREIGN (re-run a case, twice at most, when other processes took more than
+this % of the servers' CPU during it; default 20), BENCH_NICE (default -15).
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ class Options:
     concurrency: tuple[int, ...]
     quick: bool
     verify: str
+    max_foreign: float  # % of the servers' CPU taken by others before a case is re-run
+    retries: int
 
     @classmethod
     def from_env(cls) -> Options:
@@ -61,6 +65,8 @@ class Options:
             concurrency=tuple(int(c) for c in concurrency.split(",") if c.strip()),
             quick=quick,
             verify=os.environ.get("BENCH_VERIFY") or "warn",
+            max_foreign=float(os.environ.get("BENCH_MAX_FOREIGN") or "20"),
+            retries=0 if quick else 2,
         )
 
 
@@ -115,22 +121,36 @@ class Bench:
         }
 
     def measure(self, servers: list[Server], body: str, connections: int) -> None:
-        """Interleave the servers (order alternating per repetition); keep every run."""
+        """Interleave the servers (order alternating per repetition); keep every run.
+
+        A run during which other processes took more than `max_foreign` % of the servers'
+        CPU is measured again (twice at most), keeping the least disturbed attempt.
+        """
         for rep in range(self.options.repeat):
             order = servers if rep % 2 == 0 else list(reversed(servers))
             for server in order:
-                case = self.drive(server, body, connections, self.options.duration_s)
+                attempts = []
+                for _ in range(1 + self.options.retries):
+                    attempts.append(self.drive(server, body, connections, self.options.duration_s))
+                    self._show(attempts[-1])
+                    time.sleep(0.3)
+                    if attempts[-1]["foreign_cpu0_pct"] <= self.options.max_foreign:
+                        break
+                case = min(attempts, key=lambda c: c["foreign_cpu0_pct"])
                 case["repetition"] = rep
+                case["attempts"] = len(attempts)
                 self.cases.append(case)
-                print(
-                    f"  {server.name:8} {body:8} c={connections:<3} {case['rate']:>9,.0f} req/s"
-                    f"  p50 {case['latency_ms']['p50']:.2f} ms"
-                    f"  p99 {case['latency_ms']['p99']:.2f} ms"
-                    f"  {case['cpu_us_per_review']:.0f} µs CPU/review"
-                    f"  (others on CPU 0: {case['foreign_cpu0_pct']:.0f} %)",
-                    flush=True,
-                )
-                time.sleep(0.3)
+
+    @staticmethod
+    def _show(case: dict[str, Any]) -> None:
+        print(
+            f"  {case['server']:8} {case['body']:8} c={case['concurrency']:<3} "
+            f"{case['rate']:>9,.0f} req/s  p50 {case['latency_ms']['p50']:.2f} ms"
+            f"  p99 {case['latency_ms']['p99']:.2f} ms"
+            f"  {case['cpu_us_per_review']:.0f} µs CPU/review"
+            f"  (others on CPU 0: {case['foreign_cpu0_pct']:.0f} %)",
+            flush=True,
+        )
 
     def median_case(self, server: str, body: str, connections: int) -> dict[str, Any] | None:
         runs = [
@@ -256,6 +276,7 @@ def main() -> int:
         print("bench: webhook/cli.py is missing: nothing to measure")
         return 1
     with (
+        processes.exclusive("make bench"),
         tempfile.TemporaryDirectory(prefix="secret-injector-bench-") as tmp,
         contextlib.ExitStack() as stack,
     ):

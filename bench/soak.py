@@ -124,7 +124,10 @@ def main() -> int:
     if not has_webhook():
         print("soak: webhook/cli.py is not there yet: nothing to soak")
         return 1
-    with tempfile.TemporaryDirectory(prefix="secret-injector-soak-") as tmp:
+    with (
+        processes.exclusive("make soak"),
+        tempfile.TemporaryDirectory(prefix="secret-injector-soak-") as tmp,
+    ):
         workdir = Path(tmp)
         with contextlib.ExitStack() as stack:
             files = _write_bodies(workdir)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import fcntl
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from bench import metrics_text, profile, report, soak, wrk
+from bench import metrics_text, processes, profile, report, soak, wrk
 
 WRK_OUTPUT = """Running 1s test @ https://127.0.0.1:1/mutate
   1 threads and 8 connections
@@ -135,3 +137,16 @@ def test_profile_folds_line_numbers_and_groups_by_module() -> None:
     text = profile.top(stacks)
     assert "60.0 %  yaml" in text
     assert "100.0 %  main (webhook/cli.py)" in text
+
+
+def test_exclusive_holds_the_benchmark_lock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lock_file = tmp_path / "bench.lock"
+    monkeypatch.setattr(processes, "LOCK_FILE", lock_file)
+    with processes.exclusive("make bench"), lock_file.open("a") as other:
+        assert "make bench (pid" in lock_file.read_text()
+        with pytest.raises(BlockingIOError):
+            fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    with lock_file.open("a") as other:
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released

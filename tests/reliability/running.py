@@ -3,8 +3,8 @@
 `ThreadedWebhook` runs the real `app.Server` (TLS on 127.0.0.1 port 0, uvloop as in
 production) on an event loop of its own in a thread, so synchronous hypothesis tests can
 send it thousands of requests, and so the loop's tasks can be counted from outside.
-`HttpsClient` is a small keep-alive HTTPS client (http.client) that reconnects when the
-server closes a connection; `raw_exchange` speaks bytes over TLS for what no HTTP client
+`HttpsClient` is a small keep-alive HTTPS client (http.client) that never retries: a
+dropped connection fails the test; `raw_exchange` speaks bytes over TLS for what no HTTP client
 sends (truncated bodies, lying Content-Length).
 """
 
@@ -146,7 +146,7 @@ def threaded_webhook(settings: Settings, ca_file: Path) -> Iterator[ThreadedWebh
 
 
 class HttpsClient:
-    """Keep-alive HTTPS requests to one server; a closed connection is reopened once."""
+    """Keep-alive HTTPS requests to one server (a new connection after one is closed)."""
 
     def __init__(self, host: str, port: int, context: ssl.SSLContext) -> None:
         self.host = host
@@ -173,29 +173,26 @@ class HttpsClient:
         body: bytes | None = None,
         headers: dict[str, str] | None = None,
     ) -> Answer:
-        """Send one request; a connection the server closed while idle is retried once."""
-        for attempt in (1, 2):
-            conn = self._connection()
-            started = time.monotonic()
-            try:
-                conn.request(method, path, body=body, headers=headers or {})
-                response = conn.getresponse()
-                data = response.read()
-            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
-                self.close()
-                if attempt == 2:
-                    raise
-                continue
-            answer = Answer(
-                response.status,
-                {k.lower(): v for k, v in response.getheaders()},
-                data,
-                time.monotonic() - started,
-            )
-            if response.will_close:
-                self.close()
-            return answer
-        raise AssertionError("unreachable")
+        """Send one request and read the whole answer. No retry: a connection the server
+        drops instead of answering is a failure of the test (http.client raises)."""
+        conn = self._connection()
+        started = time.monotonic()
+        try:
+            conn.request(method, path, body=body, headers=headers or {})
+            response = conn.getresponse()
+            data = response.read()
+        except BaseException:
+            self.close()
+            raise
+        answer = Answer(
+            response.status,
+            {k.lower(): v for k, v in response.getheaders()},
+            data,
+            time.monotonic() - started,
+        )
+        if response.will_close:
+            self.close()
+        return answer
 
     def post(self, path: str, body: bytes, content_type: str | None = "application/json") -> Answer:
         headers = {"Content-Type": content_type} if content_type is not None else {}

@@ -341,3 +341,42 @@ async def test_kubernetes_api_failing_spc_creation_under_load(
     assert len(spcs) == 1, "one SPC, shared by every pod"
     owners = {ref["uid"] for ref in spcs[0]["metadata"]["ownerReferences"]}
     assert owners == {"rs-uid-0", "rs-uid-1", "rs-uid-2"}
+
+
+async def test_pods_of_many_controllers_racing_for_one_spc_all_get_in_on_retry(
+    cert_dir: Path, tmp_path: Path
+) -> None:
+    """The first pods of eight ReplicaSets whose pod templates share one SPC, all at once:
+    each must add its owner to the same object (optimistic concurrency). Losers of that
+    race are denied 503 "try again" in time, never admitted without the SPC; retried as a
+    controller would, every pod gets in and the SPC ends up owned by all eight."""
+    owners = 8
+    with FakeKube(namespaces=[NAMESPACE]).in_thread() as fake:
+        kubeconfig = fake.kubeconfig(tmp_path / "kubeconfig")
+        settings = serving_settings(
+            cert_dir, kubernetes=Kubernetes(kubeconfig=str(kubeconfig), timeout_seconds=2.0)
+        )
+        body_for = reviews(
+            {PREFIX + "file.db": f"vault:secret/data/{NAMESPACE}/db#password"}, owners=owners
+        )
+        async with serving(settings) as server:
+            url = f"https://localhost:{server.port}/mutate"
+            client = ReviewLoad(url, certs_context(cert_dir), body_for)
+            waiting = list(range(owners))
+            outcomes: list[Outcome] = []
+            for _ in range(5):  # rounds of retries, as controllers back off and retry
+                answers = await asyncio.gather(*(client.answer(n) for n in waiting))
+                outcomes += answers
+                waiting = [n for n, o in zip(waiting, answers, strict=True) if not o.injected]
+                if not waiting:
+                    break
+    assert waiting == [], [str(o) for o in outcomes if not o.injected][:3]
+    assert_answered_in_time(outcomes, 2.0)
+    for outcome in outcomes:
+        if not outcome.injected:
+            assert (outcome.allowed, outcome.code) == (False, 503), str(outcome)
+            assert "try again" in outcome.message, outcome.message
+    (spc,) = fake.list(SPC, NAMESPACE)
+    assert {ref["uid"] for ref in spc["metadata"]["ownerReferences"]} == {
+        f"rs-uid-{n}" for n in range(owners)
+    }

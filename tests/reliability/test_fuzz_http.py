@@ -217,6 +217,12 @@ def test_stalled_body_is_refused_at_the_body_deadline_and_its_connection_closed(
     assert closed_after < deadline + AIOHTTP_LINGERING_SECONDS + 1.0
 
 
+def body_of_size(size: int) -> bytes:
+    """The valid review, padded with blanks (JSON allows them) to exactly `size` bytes."""
+    body = json.dumps(valid_review()).encode()
+    return body[:-1] + b" " * (size - len(body)) + b"}"
+
+
 @pytest.mark.parametrize(
     ("extra", "status"),
     [
@@ -226,12 +232,17 @@ def test_stalled_body_is_refused_at_the_body_deadline_and_its_connection_closed(
     ],
 )
 def test_body_size_limit_is_exact_and_answered_with_413(
-    webhook: ThreadedWebhook, caplog: pytest.LogCaptureFixture, extra: int, status: int
+    webhook: ThreadedWebhook, extra: int, status: int
 ) -> None:
-    limit = webhook.settings.max_body_bytes
-    body = json.dumps(valid_review()).encode()
-    body = body[:-1] + b" " * (limit + extra - len(body)) + b"}"  # JSON allows the blanks
-    with no_leaks(webhook, caplog, settle=AIOHTTP_LINGERING_SECONDS + 2):
-        answer = post(webhook, "/mutate", body)
+    answer = post(webhook, "/mutate", body_of_size(webhook.settings.max_body_bytes + extra))
     check_answer(answer, UID)
     assert answer.status == status
+
+
+def test_bodies_over_the_limit_leave_nothing_behind(
+    webhook: ThreadedWebhook, caplog: pytest.LogCaptureFixture
+) -> None:
+    over = body_of_size(webhook.settings.max_body_bytes + 1024 * 1024)
+    with no_leaks(webhook, caplog, settle=AIOHTTP_LINGERING_SECONDS + 2):
+        for _ in range(5):
+            assert post(webhook, "/mutate", over).status == 413
