@@ -376,54 +376,14 @@ def delaying_proxy() -> Iterator[Callable[[str, int], DelayingProxy]]:
 
 def make_tls(directory: Path, host: str = "127.0.0.1") -> tuple[Path, Path, Path]:
     """A throwaway CA and a serving certificate for `host`: (ca.pem, tls.crt, tls.key)."""
-    import datetime
-    import ipaddress
+    from webhook import certs
 
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    directory.mkdir(parents=True, exist_ok=True)
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test CA")])
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)]))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(host))]),
-            critical=False,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
+    ca = certs.make_authority("test CA")
+    cert, key = certs.issue_serving_cert(ca, ["localhost"], [host])
     paths = (directory / "ca.pem", directory / "tls.crt", directory / "tls.key")
-    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    paths[2].write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+    certs.write_pem(paths[0], certs.cert_pem(ca.cert))
+    certs.write_pem(paths[1], certs.cert_pem(cert))
+    certs.write_pem(paths[2], certs.key_pem(key), private=True)
     return paths
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 from collections.abc import AsyncIterator
@@ -13,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from webhook import handlers, pipeline, policy, policy_file, verification
+from webhook import decisions, handlers, pipeline, policy, policy_file, verification
 from webhook.handlers import CONTEXT, HEALTH, METRICS, SETTINGS, Health
 from webhook.metrics import Metrics
 from webhook.settings import Settings
@@ -51,6 +52,13 @@ async def open_context(
 
         source = policy_file.PolicySource(settings.policy_file, metrics=metrics, on_change=follow)
         ctx = pipeline.Context(settings=settings, policy=source.policy, metrics=metrics)
+        if serving:  # `explain` answers one pod: nothing to reuse
+            lookups = {r: metrics.decision_cache_lookups.labels(r) for r in ("hit", "miss")}
+            ctx.decisions = decisions.DecisionCache(
+                ttl=settings.decision_cache.ttl_seconds,
+                max_entries=settings.decision_cache.max_entries,
+                on_lookup=lambda result: lookups[result].inc(),
+            )
         ctx.verifier = verification.open_verifier(settings, metrics)
         if ctx.verifier is not None:
             stack.push_async_callback(ctx.verifier.close)
@@ -202,6 +210,22 @@ class Server:
         log.info("stopped")
 
 
+# Collect the youngest generation after this many net allocations (CPython's default: 700).
+# A large review allocates enough objects for several collections each; measured on the
+# webhook (README "Performance"): with gc.freeze(), large-body throughput +70 % and the
+# typical p99 at c=8 from 98 to 11 ms (collection pauses over the clients' objects).
+GC_THRESHOLD = (50_000, 20, 100)
+
+
+def _freeze_start_up_objects() -> None:
+    """Keep the garbage collector off what start-up made (modules, SDK clients, their
+    tables): objects that live as long as the process, traversed by every full
+    collection otherwise."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLD)
+
+
 async def serve(settings: Settings) -> None:
     """Run the webhook until SIGTERM or SIGINT, then shut down gracefully.
 
@@ -221,6 +245,7 @@ async def serve(settings: Settings) -> None:
         tls = ReloadingContext(settings.tls, metrics)  # TlsError: refuse to start
         server = Server(settings, metrics, tls, ca)
         await server.start()
+        _freeze_start_up_objects()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):

@@ -141,7 +141,7 @@ async def _answer(request: web.Request, endpoint: str, step: Step) -> web.Respon
         return await _review(request, endpoint, step, started)
     finally:
         app_metrics.in_flight.dec()
-        app_metrics.review_duration.labels(endpoint).observe(time.perf_counter() - started)
+        app_metrics.time_review(endpoint, time.perf_counter() - started)
 
 
 async def _review(request: web.Request, endpoint: str, step: Step, started: float) -> web.Response:
@@ -150,7 +150,7 @@ async def _review(request: web.Request, endpoint: str, step: Step, started: floa
         body = await _read_body(request)
         req = review.parse_review(body)
     except ReviewError as exc:
-        app_metrics.reviews.labels(endpoint, "unknown", "invalid").inc()
+        app_metrics.count_review(endpoint, "unknown", "invalid")
         log.warning(
             "malformed admission request rejected",
             extra={
@@ -162,7 +162,7 @@ async def _review(request: web.Request, endpoint: str, step: Step, started: floa
         )
         return status_response(exc.http_status, exc.reason)
     except Exception:  # a bug in parsing: still a clear HTTP answer, never a dead process
-        app_metrics.reviews.labels(endpoint, "unknown", "error").inc()
+        app_metrics.count_review(endpoint, "unknown", "error")
         log.exception("admission request could not be parsed", extra={"endpoint": endpoint})
         return status_response(400, "the AdmissionReview could not be parsed")
 
@@ -197,7 +197,7 @@ async def _review(request: web.Request, endpoint: str, step: Step, started: floa
         answer = review.deny(req.uid, decision.denial, decision.warnings)
     else:
         answer = review.allow(req.uid, decision.patch, decision.warnings)
-    app_metrics.reviews.labels(endpoint, operation, outcome).inc()
+    app_metrics.count_review(endpoint, operation, outcome)
     logs.audit(endpoint, req, decision, time.perf_counter() - started, outcome=outcome)
     _report_unsaved_spcs(request.app[CONTEXT], req, decision)
     return web.Response(body=review.encode(answer), content_type=JSON)
@@ -215,6 +215,8 @@ async def _read_body(request: web.Request) -> bytes:
         raise ReviewError(_too_large(length, limit), 413)
     deadline = request.app[SETTINGS].listen.body_timeout_seconds
     try:
+        if request.content.is_eof():  # all of it came with the headers: nothing to wait for
+            return await request.read()
         async with asyncio.timeout(deadline):
             return await request.read()
     except web.HTTPRequestEntityTooLarge as exc:  # chunked bodies, counted as they arrive
@@ -235,7 +237,10 @@ def _too_large(length: int | None, limit: int) -> str:
 def _report_unsaved_spcs(
     ctx: pipeline.Context, req: review.AdmissionRequest, decision: pipeline.Decision
 ) -> None:
-    """Without a Kubernetes API the SecretProviderClasses are computed and reported only."""
+    """Without a Kubernetes API the SecretProviderClasses are computed and reported only:
+    once per pod template (decisionCache.ttlSeconds), not for each of its pods."""
+    if decision.cached:
+        return
     if ctx.spc_store is None and decision.allowed and decision.patch and decision.spcs:
         log.info(
             "SecretProviderClasses computed, not created (no Kubernetes API configured)",

@@ -110,11 +110,22 @@ class Metrics:
             ["result"],
             registry=r,
         )
+        self.decision_cache_lookups = Counter(
+            "secret_injector_decision_cache_lookups",
+            "Decision-cache lookups of opted-in pods, by result (hit: a pod of a template "
+            "seen within decisionCache.ttlSeconds, no policy or patch computed; miss).",
+            ["result"],
+            registry=r,
+        )
         self.certificate_expiry = Gauge(
             "secret_injector_certificate_expiry_timestamp_seconds",
             "Unix time at which the serving certificate expires.",
             registry=r,
         )
+        # Children of `reviews` and `review_duration` by label values: labels() costs about
+        # as much as the rest of counting a review, and the label sets are few.
+        self._review_counts: dict[tuple[str, str, str], Counter] = {}
+        self._review_times: dict[str, Histogram] = {}
         self.build = Info("secret_injector_build", "Build information.", registry=r)
         self.build.info({"version": __version__})
         self._start_at_zero()
@@ -137,6 +148,22 @@ class Metrics:
                 self.backend_requests.labels(backend, result)
         for cache_result in CACHE_RESULTS:
             self.cache_lookups.labels(cache_result)
+            self.decision_cache_lookups.labels(cache_result)
+
+    def count_review(self, endpoint: str, operation: str, outcome: str) -> None:
+        """reviews{endpoint, operation, outcome} += 1."""
+        key = (endpoint, operation, outcome)
+        child = self._review_counts.get(key)
+        if child is None:
+            child = self._review_counts[key] = self.reviews.labels(*key)
+        child.inc()
+
+    def time_review(self, endpoint: str, seconds: float) -> None:
+        """review_duration{endpoint}.observe(seconds)."""
+        child = self._review_times.get(endpoint)
+        if child is None:
+            child = self._review_times[endpoint] = self.review_duration.labels(endpoint)
+        child.observe(seconds)
 
     def render(self) -> bytes:
         """The registry in the Prometheus text format, without the `_created` series."""

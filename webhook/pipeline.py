@@ -5,14 +5,17 @@
 
 Policy runs before verification, so a namespace cannot probe secrets it may not use.
 Every step but verification and SPC creation is pure; those two await through the seams
-in `Context` (None when the deployment has no backend or no Kubernetes API).
+in `Context` (None when the deployment has no backend or no Kubernetes API). On /mutate the
+pure steps (refs, policy, plan, patch) are computed once per pod template and reused for
+its other pods (webhook/decisions.py); verification and SPC creation run for every pod.
 """
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from webhook import annotations, mutation, policy, providers
+from webhook import annotations, decisions, mutation, policy, providers
+from webhook.decisions import DecisionCache
 from webhook.errors import PolicyError, WebhookError
 from webhook.metrics import Metrics
 from webhook.refs import PodInjection
@@ -54,6 +57,8 @@ class Context:
     verifier: Verifier | None = None
     spc_store: SpcStore | None = None
     metrics: Metrics | None = None  # counts policy violations when set
+    # The pure part of /mutate decisions by pod template (None: every review runs it all).
+    decisions: DecisionCache | None = None
 
 
 @dataclass(slots=True)
@@ -67,6 +72,7 @@ class Decision:
     spcs: list[dict[str, Any]] = field(default_factory=list)
     references: list[str] = field(default_factory=list)  # scheme:path, never a value
     violations: list[str] = field(default_factory=list)
+    cached: bool = False  # policy, SPCs and patch came from the decision cache
 
     @property
     def allowed(self) -> bool:
@@ -106,18 +112,34 @@ async def admit(req: AdmissionRequest, ctx: Context) -> Decision:
     if not req.is_pod or req.operation != "CREATE" or req.is_mirror:
         return _skip()
     assert req.pod is not None  # parse_review keeps the object of every Pod CREATE
-    decision = Decision(outcome="allowed")
+    if not _is_opted_in(req, ctx.settings):
+        return _forgotten_opt_in(req, ctx.settings)
+    template, cached = _template(req, ctx)
+    decision = Decision(
+        outcome="allowed",
+        cached=cached,
+        references=list(template.references),
+        violations=[v.line for v in template.violations],
+        warnings=[v.line for v in template.violations if v.action == "warn"],
+    )
+    if ctx.metrics is not None:
+        for v in template.violations:
+            ctx.metrics.violations.labels(v.rule, v.action).inc()
+    # A cached denial is returned, not raised: raising would hang this review's frames
+    # (and its pod) on the shared exception.
+    if template.denial is not None:
+        return _deny(template.denial, decision)
+    assert template.pod is not None
     try:
-        pod = annotations.parse(req.annotations, ctx.settings)
-        if pod is None:
-            return _forgotten_opt_in(req, ctx.settings)
-        decision.references = [str(i.ref) for i in pod.injections]
-        _apply_policy(req, pod, ctx, "mutate", decision)
         if ctx.verifier is not None:
-            decision.warnings += await ctx.verifier.verify(req, pod)
-        plan = providers.plan(req, pod, ctx.settings)
-        decision.spcs = [spc.body for spc in plan]
-        decision.patch = mutation.build_patch(req.pod, pod, plan, ctx.settings)
+            decision.warnings += await ctx.verifier.verify(req, template.pod)
+    except WebhookError as error:
+        return _deny(error, decision)
+    if template.plan_denial is not None:
+        return _deny(template.plan_denial, decision)
+    decision.spcs = list(template.spcs)
+    decision.patch = list(template.patch)
+    try:
         if decision.patch and ctx.spc_store is not None and not req.dry_run:
             await ctx.spc_store.ensure(req.namespace, decision.spcs, _controller(req.pod))
     except WebhookError as error:
@@ -127,6 +149,55 @@ async def admit(req: AdmissionRequest, ctx: Context) -> Decision:
     else:
         decision.outcome = "warned" if decision.warnings else "allowed"
     return decision
+
+
+def _is_opted_in(req: AdmissionRequest, settings: Settings) -> bool:
+    """As annotations.parse decides (no `inject`, or "false": not opted in), without parsing."""
+    return req.annotations.get(settings.prefix + "inject", "false") != "false"
+
+
+def _template(req: AdmissionRequest, ctx: Context) -> tuple[decisions.Template, bool]:
+    """The pure part of the decision, and whether it came from the decision cache (else it
+    is computed, and kept)."""
+    cache = ctx.decisions
+    if cache is None or not cache.enabled:
+        return _plan(req, ctx), False
+    key = decisions.key(req)
+    if key is None:
+        return _plan(req, ctx), False
+    policy_in_force = ctx.policy  # a reload during this review must not file under it
+    template = cache.get(key, policy_in_force)
+    if template is not None:
+        return template, True
+    template = _plan(req, ctx)
+    cache.put(key, policy_in_force, template)
+    return template, False
+
+
+def _plan(req: AdmissionRequest, ctx: Context) -> decisions.Template:
+    """Annotations -> policy -> SPCs and patch, for an opted-in pod; denials are kept in
+    the template (without their traceback, which would keep this pod alive in the cache)."""
+    assert req.pod is not None
+    try:
+        pod = annotations.parse(req.annotations, ctx.settings)
+    except WebhookError as error:
+        return decisions.Template(pod=None, denial=error.with_traceback(None))
+    assert pod is not None  # _is_opted_in said so
+    references = tuple(str(i.ref) for i in pod.injections)
+    violations = tuple(policy.check(req, pod, ctx.policy, "mutate"))
+    denials = [v.line for v in violations if v.action == "deny"]
+    if denials:
+        return decisions.Template(pod, references, violations, denial=PolicyError(denials))
+    try:
+        plan = providers.plan(req, pod, ctx.settings)
+        patch = mutation.build_patch(req.pod, pod, plan, ctx.settings)
+    except WebhookError as error:
+        return decisions.Template(
+            pod, references, violations, plan_denial=error.with_traceback(None)
+        )
+    return decisions.Template(
+        pod, references, violations, spcs=tuple(p.body for p in plan), patch=tuple(patch)
+    )
 
 
 async def validate(req: AdmissionRequest, ctx: Context) -> Decision:

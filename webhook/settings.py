@@ -177,6 +177,21 @@ class Kubernetes:
 
 
 @dataclass(frozen=True, slots=True)
+class Decisions:
+    """The decision cache (webhook/decisions.py): policy, SPCs and patch per pod template."""
+
+    # How long one template's result is reused; 0 turns the cache off.
+    ttl_seconds: float = 60.0
+    # An entry holds its key (the spec as JSON) and the patch: ~20 KiB for a typical pod,
+    # ~60 KiB for a large one.
+    max_entries: int = 256
+
+    def __post_init__(self) -> None:
+        if self.ttl_seconds < 0 or self.max_entries < 1:
+            raise ValueError("ttlSeconds must not be negative, maxEntries at least 1")
+
+
+@dataclass(frozen=True, slots=True)
 class Logging:
     level: Literal["debug", "info", "warning", "error"] = "info"
 
@@ -191,6 +206,7 @@ class Settings:
     verify: Verify = field(default_factory=Verify)
     policy_file: str | None = None
     kubernetes: Kubernetes = field(default_factory=Kubernetes)
+    decision_cache: Decisions = field(default_factory=Decisions)
     logging: Logging = field(default_factory=Logging)
     max_body_bytes: int = 3 * 1024 * 1024
 

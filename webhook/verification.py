@@ -38,6 +38,9 @@ log = logging.getLogger(__name__)
 BreakerKey = tuple[BackendName, str | None]
 
 NOT_VERIFIED: Final = "not verified"
+# Pods whose lookups are kept (see ReferenceVerifier._lookups): as many as the decision
+# cache's default maxEntries; emptied when full.
+WANTED_MAX_ENTRIES: Final = 256
 
 
 class ReferenceVerifier:
@@ -51,13 +54,15 @@ class ReferenceVerifier:
         self._verify = verify
         self._metrics = metrics
         self._backends = dict(backends)
+        lookups = {result: metrics.cache_lookups.labels(result) for result in ("hit", "miss")}
         self._cache: ExistenceCache[Lookup] = ExistenceCache(
             ttl=verify.cache_ttl_seconds,
             negative_ttl=verify.negative_cache_ttl_seconds,
             max_entries=verify.cache_max_entries,
-            on_lookup=lambda result: metrics.cache_lookups.labels(result=result).inc(),
+            on_lookup=lambda result: lookups[result].inc(),
         )
         self._breakers: dict[BreakerKey, CircuitBreaker] = {}
+        self._wanted: dict[int, tuple[PodInjection, dict[Lookup, list[Injection]]]] = {}
         # A call gives up a little before the review does, so the review sees the call's
         # own answer (and the breaker has counted it) rather than only its own deadline.
         self._call_timeout = max(verify.timeout_seconds - 0.05, verify.timeout_seconds * 0.9)
@@ -75,11 +80,7 @@ class ReferenceVerifier:
 
     async def verify(self, req: AdmissionRequest, pod: PodInjection) -> list[str]:
         """Warnings for the review; raises SecretNotFoundError / BackendUnavailableError."""
-        # The region the SPC will mount from, so we check where the pod will read.
-        region = providers.aws_region(pod, self._settings)
-        wanted: dict[Lookup, list[Injection]] = {}
-        for injection in pod.injections:
-            wanted.setdefault(lookup_for(injection.ref, region), []).append(injection)
+        wanted = self._lookups(pod)
         if not wanted:
             return []
         answers = await self._answer_all(list(wanted))
@@ -100,8 +101,31 @@ class ReferenceVerifier:
             raise BackendUnavailableError(unverified + missing)
         return missing + unverified
 
+    def _lookups(self, pod: PodInjection) -> Mapping[Lookup, list[Injection]]:
+        """What to look up for `pod`, and for which of its annotations.
+
+        Kept per PodInjection object: the decision cache hands the same one to every pod
+        of a template, so a ReplicaSet's pods group their references once. The entry holds
+        the object, so its id is not reused while the entry lives.
+        """
+        known = self._wanted.get(id(pod))
+        if known is not None and known[0] is pod:
+            return known[1]
+        # The region the SPC will mount from, so we check where the pod will read.
+        region = providers.aws_region(pod, self._settings)
+        wanted: dict[Lookup, list[Injection]] = {}
+        for injection in pod.injections:
+            wanted.setdefault(lookup_for(injection.ref, region), []).append(injection)
+        if len(self._wanted) >= WANTED_MAX_ENTRIES:
+            self._wanted.clear()
+        self._wanted[id(pod)] = (pod, wanted)
+        return wanted
+
     async def _answer_all(self, lookups: list[Lookup]) -> dict[Lookup, Existence | BackendError]:
         """Every lookup's answer, or a BackendError for those not answered by the deadline."""
+        warm = self._cache.cached_all(lookups)
+        if warm is not None:  # the common case: no task, no timer, nothing to wait for
+            return dict(warm)
         tasks = {lookup: asyncio.ensure_future(self._answer(lookup)) for lookup in lookups}
         done, pending = await asyncio.wait(tasks.values(), timeout=self._verify.timeout_seconds)
         for task in pending:

@@ -35,6 +35,7 @@ BACKEND = "secret_injector_backend_requests_total"
 BACKEND_SECONDS = "secret_injector_backend_request_duration_seconds"
 REVIEW_SECONDS = "secret_injector_review_duration_seconds"
 CACHE = "secret_injector_verify_cache_lookups_total"
+DECISIONS = "secret_injector_decision_cache_lookups_total"
 IN_FLIGHT = "secret_injector_reviews_in_flight"
 Pod = dict[str, Any]
 
@@ -102,6 +103,12 @@ def backend(name: str, result: str, n: int = 1) -> dict[SampleKey, float]:
 
 def cache(hits: int = 0, misses: int = 0) -> dict[SampleKey, float]:
     return {key(CACHE, result="hit"): hits, key(CACHE, result="miss"): misses}
+
+
+def decisions(hits: int = 0, misses: int = 0) -> dict[SampleKey, float]:
+    """Decision-cache lookups: one per opted-in pod on /mutate (a pod template seen before
+    is a hit)."""
+    return {key(DECISIONS, result="hit"): hits, key(DECISIONS, result="miss"): misses}
 
 
 def total(*parts: Mapping[SampleKey, float]) -> dict[SampleKey, float]:
@@ -254,12 +261,18 @@ STEPS = [
             reviews("mutate", "CREATE", "injected", 2),
             backend("vault", "found"),
             cache(misses=1, hits=1),
+            decisions(misses=1, hits=1),
         ),
         id="found-then-cached",
     ),
     pytest.param(
         two_keys_one_lookup,
-        total(reviews("mutate", "CREATE", "injected"), backend("vault", "found"), cache(misses=1)),
+        total(
+            reviews("mutate", "CREATE", "injected"),
+            backend("vault", "found"),
+            cache(misses=1),
+            decisions(misses=1),
+        ),
         id="two-keys-one-lookup",
     ),
     pytest.param(
@@ -268,6 +281,7 @@ STEPS = [
             reviews("mutate", "CREATE", "injected", 2),
             backend("vault", "missing"),
             cache(misses=1, hits=1),
+            decisions(misses=1, hits=1),
         ),
         id="missing-warned-and-cached",
     ),
@@ -278,6 +292,7 @@ STEPS = [
             reviews("mutate", "CREATE", "warned"),
             backend("vault", "missing"),
             cache(misses=1, hits=1),
+            decisions(misses=2),
         ),
         id="reinvoked-warned",
     ),
@@ -288,12 +303,18 @@ STEPS = [
             reviews("mutate", "CREATE", "allowed"),
             backend("vault", "found"),
             cache(misses=1, hits=1),
+            decisions(misses=2),
         ),
         id="reinvoked-allowed",
     ),
     pytest.param(
         aws_secret_found,
-        total(reviews("mutate", "CREATE", "injected"), backend("aws-sm", "found"), cache(misses=1)),
+        total(
+            reviews("mutate", "CREATE", "injected"),
+            backend("aws-sm", "found"),
+            cache(misses=1),
+            decisions(misses=1),
+        ),
         id="aws-sm-found",
     ),
     pytest.param(
@@ -303,17 +324,26 @@ STEPS = [
             backend("aws-ssm", "error", 2),
             backend("aws-ssm", "circuit_open"),
             cache(misses=3),  # failures are never cached
+            decisions(misses=3),
         ),
         id="ssm-down-circuit-open",
     ),
     pytest.param(
         other_tenants_path,
-        total(reviews("mutate", "CREATE", "denied"), violations("allowedRefs", "deny")),
+        total(
+            reviews("mutate", "CREATE", "denied"),
+            violations("allowedRefs", "deny"),
+            decisions(misses=1),
+        ),
         id="policy-before-backend",
     ),
     pytest.param(
         plaintext_on_mutate,
-        total(reviews("mutate", "CREATE", "denied"), violations("plaintextSecrets", "deny", 2)),
+        total(
+            reviews("mutate", "CREATE", "denied"),
+            violations("plaintextSecrets", "deny", 2),
+            decisions(misses=1),
+        ),
         id="plaintext-mutate",
     ),
     pytest.param(
@@ -333,10 +363,18 @@ STEPS = [
     ),
     pytest.param(
         unknown_annotation,
-        total(reviews("mutate", "CREATE", "denied"), violations("unknownAnnotations", "deny")),
+        total(
+            reviews("mutate", "CREATE", "denied"),
+            violations("unknownAnnotations", "deny"),
+            decisions(misses=1),
+        ),
         id="unknown-annotation",
     ),
-    pytest.param(malformed_annotation, reviews("mutate", "CREATE", "denied"), id="bad-annotation"),
+    pytest.param(
+        malformed_annotation,
+        total(reviews("mutate", "CREATE", "denied"), decisions(misses=1)),
+        id="bad-annotation",
+    ),
     pytest.param(not_injected_on_validate, reviews("validate", "CREATE", "denied"), id="guard"),
     pytest.param(clean_on_validate, reviews("validate", "CREATE", "allowed"), id="validate-clean"),
     pytest.param(
@@ -409,6 +447,7 @@ async def test_metrics_families_types_and_base_units(metrics_world: MetricsWorld
         "secret_injector_backend_requests": "counter",
         "secret_injector_backend_request_duration_seconds": "histogram",
         "secret_injector_verify_cache_lookups": "counter",
+        "secret_injector_decision_cache_lookups": "counter",
         "secret_injector_certificate_expiry_timestamp_seconds": "gauge",
         "secret_injector_build_info": "gauge",  # an Info is a gauge in the text format
     }

@@ -62,6 +62,19 @@ class ExistenceCache(Generic[K]):
         self._entries.move_to_end(key)
         return entry.value
 
+    def cached_all(self, keys: list[K]) -> dict[K, Existence] | None:
+        """Fresh answers for every key (each counted as a hit), or None when any must be
+        loaded (then nothing is counted: `get` counts each key)."""
+        answers: dict[K, Existence] = {}
+        for key in keys:
+            value = self.cached(key)
+            if value is None:
+                return None
+            answers[key] = value
+        for _ in answers:
+            self._on_lookup("hit")
+        return answers
+
     async def get(self, key: K, load: Callable[[], Awaitable[Existence]]) -> Existence:
         """The answer for `key`: cached, joined to a load under way, or loaded now.
 
