@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import hvac
+
 from tests.servers import BaoServer
 from webhook.metrics import Metrics
 from webhook.refs import Injection, PodInjection, SecretRef
@@ -154,11 +156,17 @@ def seed_vault(server: BaoServer, workdir: Path) -> VaultWorld:
     root.sys.create_namespace(path="team-a")
     team_a = server.client(namespace="team-a")
     team_a.sys.enable_secrets_engine("kv", path="secret", options={"version": "2"})
-    team_a.secrets.kv.v2.create_or_update_secret(path="app/db", secret={"password": "ns"})
+    _once_upgraded(
+        lambda: team_a.secrets.kv.v2.create_or_update_secret(
+            path="app/db", secret={"password": "ns"}
+        )
+    )
     # A KV v2 mount the webhook's identity may not use at all.
     root.sys.enable_secrets_engine("kv", path="other", options={"version": "2"})
-    root.secrets.kv.v2.create_or_update_secret(
-        path="x", secret={"password": "y"}, mount_point="other"
+    _once_upgraded(
+        lambda: root.secrets.kv.v2.create_or_update_secret(
+            path="x", secret={"password": "y"}, mount_point="other"
+        )
     )
     root.sys.create_or_update_policy("secret-injector-metadata", METADATA_ONLY_POLICY)
     root.sys.create_or_update_policy("secret-injector-mounts", WITH_MOUNTS_POLICY)
@@ -187,6 +195,21 @@ def seed_vault(server: BaoServer, workdir: Path) -> VaultWorld:
         metadata_token=files["metadata"],
         secret_id_file=workdir / "secret-id",
     )
+
+
+def _once_upgraded(write: Callable[[], object], seconds: float = 30.0) -> None:
+    """Run `write` on a KV v2 mount just enabled: the mount upgrades its storage in the
+    background and refuses writes ("Upgrading from non-versioned to versioned data") until
+    it is done, which takes longer on a busy machine."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            write()
+            return
+        except hvac.exceptions.InvalidRequest as exc:
+            if "Upgrading from non-versioned" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
 
 
 VerifierFactory = Callable[[Settings], ReferenceVerifier]
