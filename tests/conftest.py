@@ -13,14 +13,22 @@ or take them as fixtures (`def test_x(make_review: ReviewFactory) -> None`).
 from __future__ import annotations
 
 import copy
+import os
 import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+import hypothesis
 import pytest
 
 pytest_plugins = ["tests.servers"]
+
+# Property tests: no deadline (two shared cores), and in CI the same examples on every run,
+# so a red CI is reproducible; locally they draw new examples each run.
+hypothesis.settings.register_profile("ci", derandomize=True, deadline=None, database=None)
+hypothesis.settings.register_profile("dev", deadline=None)
+hypothesis.settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 PREFIX = "secret-injector.io/"
 DATA = Path(__file__).parent / "data"

@@ -1,5 +1,7 @@
 """The annotation language: opt-in, keys, the reference grammar and its precise errors."""
 
+from pathlib import Path
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -920,6 +922,9 @@ def test_parse_never_crashes_on_any_string(extra: dict[str, str]) -> None:
         assert all(line.startswith("annotation ") and "\n" not in line for line in error.lines)
 
 
+_MESSAGE_TEXT = Path(annotations.__file__).read_text(encoding="utf-8") + PREFIX + "env.X"
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.text(min_size=8, max_size=120))
 def test_parse_never_echoes_an_unknown_value(value: str) -> None:
@@ -931,6 +936,8 @@ def test_parse_never_echoes_an_unknown_value(value: str) -> None:
     except AnnotationError as error:
         shown = error.message
         secret = tail if colon else value
-        if len(secret) >= 8:
+        # A value that is itself a piece of our own message text (the key, a phrase of a
+        # template in annotations.py) cannot be told apart from an echo: not a leak.
+        if len(secret) >= 8 and secret not in _MESSAGE_TEXT:
             assert secret not in shown
             assert annotations.show(secret)[1:-1] not in shown
