@@ -31,9 +31,9 @@ test: $(STAMP)  ## Run the whole test suite (starts its own OpenBao and moto ser
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)  ## ruff and mypy --strict
-	$(BIN)/ruff check webhook tests
-	$(BIN)/ruff format --check webhook tests
-	$(BIN)/mypy webhook
+	$(BIN)/ruff check webhook tests bench
+	$(BIN)/ruff format --check webhook tests bench
+	$(BIN)/mypy webhook bench
 
 check: lint test  ## What CI runs, and lint
 

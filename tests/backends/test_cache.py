@@ -94,6 +94,18 @@ async def test_cache_evicts_the_least_recently_used_beyond_its_bound() -> None:
     assert cache.cached("c") == FOUND
 
 
+async def test_cache_drops_expired_answers_when_storing_new_ones() -> None:
+    clock = Clock()
+    cache = make_cache(clock)
+    for key in "abcd":
+        await cache.get(key, Loader(MISSING))
+    assert len(cache) == 4
+    clock.now += 11  # past the negative TTL: a..d are stale, none was asked for again
+    await cache.get("e", Loader(FOUND))
+    assert len(cache) == 1
+    assert cache.cached("e") == FOUND
+
+
 async def test_cache_concurrent_callers_share_one_load_and_its_failure() -> None:
     lookups: list[LookupResult] = []
     cache = make_cache(Clock(), lookups)

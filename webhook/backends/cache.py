@@ -110,7 +110,15 @@ class ExistenceCache(Generic[K]):
         ttl = self._ttl if value.found else self._negative_ttl
         if ttl <= 0:
             return
-        self._entries[key] = _Entry(value, self._clock() + ttl)
+        now = self._clock()
+        # Expired entries at the least recently used end go first, so memory follows the
+        # references in use instead of growing to maxEntries with answers nobody asks for.
+        while self._entries:
+            oldest = next(iter(self._entries.values()))
+            if oldest.expires > now:
+                break
+            self._entries.popitem(last=False)
+        self._entries[key] = _Entry(value, now + ttl)
         self._entries.move_to_end(key)
         while len(self._entries) > self._max_entries:
             self._entries.popitem(last=False)
