@@ -21,6 +21,7 @@ from prometheus_client import (
 from prometheus_client.metrics_core import Metric
 
 from webhook import __version__
+from webhook.policy import RULES
 
 # Reviews take tens of microseconds to a few milliseconds, more with a backend check; the
 # API server gives up after timeoutSeconds (5 in the chart).
@@ -36,14 +37,6 @@ ENDPOINTS = ("mutate", "validate")
 OPERATIONS = ("CREATE", "UPDATE", "DELETE", "CONNECT", "other", "unknown")
 # invalid: not a usable AdmissionReview, answered with an HTTP error (400, 413, 415).
 OUTCOMES = ("skipped", "injected", "allowed", "warned", "denied", "error", "invalid")
-RULES = (
-    "allowedRefs",
-    "plaintextSecrets",
-    "secretVolumes",
-    "envFromSecrets",
-    "unknownAnnotations",
-    "delivery",
-)
 ACTIONS = ("deny", "warn")
 BACKENDS = ("vault", "aws-sm", "aws-ssm")
 BACKEND_RESULTS = ("found", "missing", "error", "timeout", "circuit_open")

@@ -30,6 +30,15 @@ _SHORTEST = 12  # a shortened name keeps at least this much of itself
 # Kubernetes' own default for secret volumes when defaultMode is unset (0644).
 KUBERNETES_DEFAULT_MODE = 0o644
 CONTAINER_FIELDS = ("containers", "initContainers", "ephemeralContainers")
+# The rules, by the names the policy file, violation lines and metrics use.
+RULES = (
+    "allowedRefs",
+    "plaintextSecrets",
+    "secretVolumes",
+    "envFromSecrets",
+    "unknownAnnotations",
+    "delivery",
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,18 +25,10 @@ from typing import Any
 from webhook import config_file, globs
 from webhook.errors import ConfigError
 from webhook.metrics import Metrics
-from webhook.policy import Policy
+from webhook.policy import RULES, Policy
 
 log = logging.getLogger(__name__)
 
-RULES = (
-    "allowedRefs",
-    "plaintextSecrets",
-    "secretVolumes",
-    "envFromSecrets",
-    "unknownAnnotations",
-    "delivery",
-)
 ACTIONS = ("deny", "warn", "off")
 _OCTAL = re.compile(r"0?o?([0-7]{1,4})")
 
