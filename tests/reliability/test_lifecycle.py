@@ -45,13 +45,16 @@ class Aws:
 
     proxy: DelayingProxy
     secret: str
+    late_secret: str  # referenced only by the reviews sent at the end of the shutdown delay
     env: dict[str, str] = field(default_factory=dict)
 
 
 @pytest.fixture
 def slow_aws(moto: MotoServer, delaying_proxy: Callable[[str, int], DelayingProxy]) -> Aws:
     name = f"{NAMESPACE}/lifecycle-{uuid.uuid4().hex[:8]}"
-    moto.client("secretsmanager").create_secret(Name=name, SecretString='{"key": "v"}')
+    late = f"{name}-late"
+    for secret in (name, late):
+        moto.client("secretsmanager").create_secret(Name=secret, SecretString='{"key": "v"}')
     proxy = delaying_proxy("127.0.0.1", moto.port)
     proxy.delay = BACKEND_DELAY
     env = python_env(
@@ -62,7 +65,7 @@ def slow_aws(moto: MotoServer, delaying_proxy: Callable[[str, int], DelayingProx
         AWS_SHARED_CREDENTIALS_FILE=os.devnull,
         AWS_EC2_METADATA_DISABLED="true",
     )
-    return Aws(proxy, name, env)
+    return Aws(proxy, name, late, env)
 
 
 def review_for(secret: str) -> Callable[[int], dict[str, Any]]:
@@ -148,8 +151,13 @@ async def test_sigterm_under_load_fails_readiness_first_answers_every_review_and
             await asyncio.sleep(0.5)
             signalled = time.monotonic()
             served.signal()
+            # Their own secret: concurrent checks of one reference share a backend call, and
+            # joining one the load started earlier would answer them before the delay ends.
+            late_body_for = review_for(slow_aws.late_secret)
             laggards = asyncio.create_task(
-                send_at(signalled + SHUTDOWN_DELAY - 0.15, ReviewLoad(load.url, context, body_for))
+                send_at(
+                    signalled + SHUTDOWN_DELAY - 0.15, ReviewLoad(load.url, context, late_body_for)
+                )
             )
             # The API server stops sending here once the endpoint is gone (readiness).
             async with asyncio.timeout(5):
