@@ -24,7 +24,7 @@ from pathlib import Path
 
 from bench import backends, certs, check, processes, wrk
 from bench.run import LOAD_CPU, Bench, Options
-from bench.targets import has_webhook, start_webhook
+from bench.targets import has_webhook, start_floor, start_webhook
 
 _LINE = re.compile(r":\d+\)$")
 
@@ -82,6 +82,12 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--seconds", type=int, default=15)
     parser.add_argument("--rate", type=int, default=200, help="py-spy samples per second")
+    parser.add_argument(
+        "--server", default="webhook", choices=["webhook", "floor"], help="which to profile"
+    )
+    parser.add_argument(
+        "--native", action="store_true", help="C frames too (py-spy pauses the process to sample)"
+    )
     args = parser.parse_args()
     if not has_webhook():
         print("profile: webhook/cli.py is not there yet")
@@ -94,7 +100,7 @@ def main() -> int:
     results = repo / "bench" / "results"
     results.mkdir(exist_ok=True)
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
-    out = results / f"profile-{args.body}-c{args.connections}-{stamp}.txt"
+    out = results / f"profile-{args.server}-{args.body}-c{args.connections}-{stamp}.txt"
     with (
         processes.exclusive("bench.profile"),
         tempfile.TemporaryDirectory(prefix="secret-injector-profile-") as tmp,
@@ -106,10 +112,14 @@ def main() -> int:
             tls = certs.make(workdir / "certs", repo)
             backend = backends.start(workdir, LOAD_CPU)
             stack.callback(backend.stop)
-            webhook = start_webhook(workdir, tls, backend)
-            stack.callback(webhook.stop)
-            expect: check.Expect = "skipped" if args.body == "skip" else "injected"
-            check.require(webhook.port, bench.files[args.body].read_bytes(), expect, args.body)
+            if args.server == "floor":
+                webhook = start_floor(workdir, tls)
+                stack.callback(webhook.stop)
+            else:
+                webhook = start_webhook(workdir, tls, backend)
+                stack.callback(webhook.stop)
+                expect: check.Expect = "skipped" if args.body == "skip" else "injected"
+                check.require(webhook.port, bench.files[args.body].read_bytes(), expect, args.body)
             bench.drive(webhook, args.body, args.connections, 3)  # warm-up, fills the cache
             load = wrk.start(
                 wrk.command(
@@ -122,12 +132,13 @@ def main() -> int:
             spy = processes.pinned([
                 str(py_spy), "record", "--pid", str(webhook.pid),
                 "--duration", str(args.seconds), "--rate", str(args.rate), "--format", "raw",
-                "--output", str(out), "--nonblocking",
+                "--output", str(out),
+                *(["--native"] if args.native else ["--nonblocking"]),
             ], LOAD_CPU)  # fmt: skip
             subprocess.run(spy, check=True, capture_output=True)
             result = wrk.finish(load, args.seconds + 40)
     print(
-        f"profile: {args.body} c={args.connections}: {result.rate:,.0f} req/s under py-spy "
+        f"profile: {args.server} {args.body} c={args.connections}: {result.rate:,.0f} req/s under py-spy "
         f"(p99 {result.latency_ms['p99']:.2f} ms)\n"
     )
     print(top(parse_collapsed(out.read_text().splitlines())))
