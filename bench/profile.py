@@ -138,8 +138,8 @@ def main() -> int:
             subprocess.run(spy, check=True, capture_output=True)
             result = wrk.finish(load, args.seconds + 40)
     print(
-        f"profile: {args.server} {args.body} c={args.connections}: {result.rate:,.0f} req/s under py-spy "
-        f"(p99 {result.latency_ms['p99']:.2f} ms)\n"
+        f"profile: {args.server} {args.body} c={args.connections}: "
+        f"{result.rate:,.0f} req/s under py-spy (p99 {result.latency_ms['p99']:.2f} ms)\n"
     )
     print(top(parse_collapsed(out.read_text().splitlines())))
     print(f"\nprofile: collapsed stacks in {out.relative_to(repo)}")
