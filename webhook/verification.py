@@ -13,6 +13,7 @@ once) and a circuit breaker per backend. Every line names the annotation and the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Mapping
@@ -22,10 +23,10 @@ from typing import Final
 import boto3
 
 from webhook import providers
-from webhook.backends import Backend, BackendError, BackendName, Existence, Lookup, lookup_for
+from webhook.backends import Backend, BackendError, BackendName, Lookup, lookup_for
 from webhook.backends.aws import AwsClients, ParameterStoreBackend, SecretsManagerBackend
 from webhook.backends.breaker import CircuitBreaker
-from webhook.backends.cache import ExistenceCache
+from webhook.backends.cache import Answer, ExistenceCache, Land
 from webhook.backends.vault import VaultBackend
 from webhook.errors import BackendUnavailableError, SecretNotFoundError
 from webhook.metrics import Metrics
@@ -121,89 +122,107 @@ class ReferenceVerifier:
         self._wanted[id(pod)] = (pod, wanted)
         return wanted
 
-    async def _answer_all(self, lookups: list[Lookup]) -> dict[Lookup, Existence | BackendError]:
+    async def _answer_all(self, lookups: list[Lookup]) -> dict[Lookup, Answer]:
         """Every lookup's answer, or a BackendError for those not answered by the deadline."""
         warm = self._cache.cached_all(lookups)
-        if warm is not None:  # the common case: no task, no timer, nothing to wait for
+        if warm is not None:  # the common case: no future, no timer, nothing to wait for
             return dict(warm)
-        tasks = {lookup: asyncio.ensure_future(self._answer(lookup)) for lookup in lookups}
-        done, pending = await asyncio.wait(tasks.values(), timeout=self._verify.timeout_seconds)
-        for task in pending:
-            task.cancel()  # our wait only: the shared load goes on and fills the cache
-        if pending:
-            await asyncio.gather(*pending, return_exceptions=True)
-        answers: dict[Lookup, Existence | BackendError] = {}
+        waiting = {lookup: self._cache.get(lookup, self._load) for lookup in lookups}
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self._verify.timeout_seconds):
+                for waiter in waiting.values():
+                    await waiter  # at the deadline, cancels only our own wait
         late = BackendError(f"did not answer within {self._verify.timeout_seconds:g}s", "timeout")
-        for lookup, task in tasks.items():
-            if task in done and not task.cancelled():
-                answers[lookup] = task.result()
+        answers: dict[Lookup, Answer] = {}
+        for lookup, waiter in waiting.items():
+            if waiter.done() and not waiter.cancelled():
+                answers[lookup] = waiter.result()
             else:
+                waiter.cancel()
                 answers[lookup] = late
         return answers
 
-    async def _answer(self, lookup: Lookup) -> Existence | BackendError:
-        try:
-            return await self._cache.get(lookup, lambda: self._load(lookup))
-        except BackendError as error:
-            return error
-
-    async def _load(self, lookup: Lookup) -> Existence:
-        """One backend call for `lookup`, through its circuit breaker; raises BackendError."""
+    def _load(self, lookup: Lookup, land: Land) -> None:
+        """Start one backend call for `lookup`, through its circuit breaker; `land` gets
+        the answer (or a BackendError) on the event loop, within the call's deadline."""
         backend = self._backends[lookup.backend]
         breaker = self._breaker(lookup)
-        requests = self._metrics.backend_requests
         if not breaker.allow():
-            requests.labels(backend=backend.name, result="circuit_open").inc()
-            raise BackendError(
-                f"is failing ({breaker.failures} failures in a row; "
-                f"next try in {round(breaker.retry_in(), 1):g}s)",
-                "unavailable",
+            self._metrics.backend_requests.labels(backend=backend.name, result="circuit_open").inc()
+            land(
+                BackendError(
+                    f"is failing ({breaker.failures} failures in a row; "
+                    f"next try in {round(breaker.retry_in(), 1):g}s)",
+                    "unavailable",
+                )
             )
+            return
         loop = asyncio.get_running_loop()
         started = time.monotonic()
-        outcome: Existence | BackendError
-        try:
-            async with asyncio.timeout(self._call_timeout):
-                outcome = await loop.run_in_executor(
-                    self._executor, backend.check, lookup.target, lookup.region
-                )
-        except TimeoutError:
-            outcome = BackendError(
-                f"did not answer within {self._verify.timeout_seconds:g}s", "timeout"
-            )
-        except BackendError as error:
-            outcome = error
-        except asyncio.CancelledError:
-            breaker.record_failure()  # shutting down: do not leave a probe half-open
-            raise
-        except Exception as exc:  # a bug or an SDK surprise: an answer, never a 500
-            log.exception("verification of a %s reference failed", backend.name)
-            outcome = BackendError(f"failed unexpectedly ({type(exc).__name__})", "error")
-        self._metrics.backend_duration.labels(backend=backend.name).observe(
-            time.monotonic() - started
+        settled = False
+
+        def settle(answer: Answer) -> None:  # on the loop: the call's answer or its deadline
+            nonlocal settled
+            if settled:
+                return  # a late answer after the deadline: the breaker has counted it
+            settled = True
+            deadline.cancel()
+            self._record(lookup, backend, breaker, answer, time.monotonic() - started)
+            land(answer)
+
+        def call() -> None:  # in a worker thread
+            answer: Answer
+            try:
+                answer = backend.check(lookup.target, lookup.region)
+            except BackendError as error:
+                answer = error
+            except Exception as exc:  # a bug or an SDK surprise: an answer, never a 500
+                log.exception("verification of a %s reference failed", backend.name)
+                answer = BackendError(f"failed unexpectedly ({type(exc).__name__})", "error")
+            with contextlib.suppress(RuntimeError):  # the loop is closed: shutting down
+                loop.call_soon_threadsafe(settle, answer)
+
+        timeout = BackendError(
+            f"did not answer within {self._verify.timeout_seconds:g}s", "timeout"
         )
-        if isinstance(outcome, BackendError):
-            result = "timeout" if outcome.kind == "timeout" else "error"
+        deadline = loop.call_later(self._call_timeout, settle, timeout)
+        try:
+            self._executor.submit(call)
+        except RuntimeError:  # the executor is shut down: shutting down
+            settle(BackendError("is shutting down", "unavailable"))
+
+    def _record(
+        self,
+        lookup: Lookup,
+        backend: Backend,
+        breaker: CircuitBreaker,
+        answer: Answer,
+        seconds: float,
+    ) -> None:
+        """A call's metrics, its effect on the breaker, and a log line when it failed."""
+        self._metrics.backend_duration.labels(backend=backend.name).observe(seconds)
+        requests = self._metrics.backend_requests
+        if isinstance(answer, BackendError):
+            result = "timeout" if answer.kind == "timeout" else "error"
             requests.labels(backend=backend.name, result=result).inc()
-            if outcome.transient:
+            if answer.transient:
                 breaker.record_failure()
             else:
                 breaker.record_success()  # it answered: alive, if unhelpful
             log.warning(
                 "%s could not verify a reference: %s",
                 backend.name,
-                outcome.reason,
+                answer.reason,
                 extra={
                     "backend": backend.name,
-                    "kind": outcome.kind,
+                    "kind": answer.kind,
                     "reference": str(lookup.target).split("#", 1)[0],  # path, no key
                     "region": lookup.region,
                 },
             )
-            raise outcome
+            return
         breaker.record_success()
-        requests.labels(backend=backend.name, result="found" if outcome.found else "missing").inc()
-        return outcome
+        requests.labels(backend=backend.name, result="found" if answer.found else "missing").inc()
 
     def _breaker(self, lookup: Lookup) -> CircuitBreaker:
         key = (lookup.backend, lookup.region)
@@ -217,7 +236,7 @@ class ReferenceVerifier:
 
     async def close(self) -> None:
         """Stop loads under way and release clients and threads."""
-        await self._cache.close()
+        self._cache.close()
         self._executor.shutdown(wait=False, cancel_futures=True)
         for backend in self._backends.values():
             backend.close()

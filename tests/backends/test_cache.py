@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from webhook.backends import FOUND, BackendError, Existence
-from webhook.backends.cache import ExistenceCache, LookupResult
+from webhook.backends.cache import ExistenceCache, Land, LookupResult
 
 MISSING = Existence(False, "secret not found")
 
@@ -21,20 +21,28 @@ class Clock:
 
 
 class Loader:
-    """Counts loads; answers with `value` (or raises it) once `release` is set."""
+    """Counts loads; lands `value` at once, or when `release()` is called after `hold()`."""
 
     def __init__(self, value: Existence | BackendError) -> None:
         self.value = value
         self.calls = 0
-        self.release = asyncio.Event()
-        self.release.set()
+        self.held: list[Land] | None = None
 
-    async def __call__(self) -> Existence:
+    def hold(self) -> None:
+        self.held = []
+
+    def release(self) -> None:
+        assert self.held is not None
+        for land in self.held:
+            land(self.value)
+        self.held = None
+
+    def __call__(self, key: str, land: Land) -> None:
         self.calls += 1
-        await self.release.wait()
-        if isinstance(self.value, BackendError):
-            raise self.value
-        return self.value
+        if self.held is None:
+            land(self.value)
+        else:
+            self.held.append(land)
 
 
 def make_cache(
@@ -65,10 +73,10 @@ async def test_cache_keeps_an_answer_for_its_ttl(value: Existence, ttl: float) -
 
 async def test_cache_never_keeps_a_failure() -> None:
     cache = make_cache(Clock())
-    load = Loader(BackendError("unreachable", "unreachable"))
+    failure = BackendError("unreachable", "unreachable")
+    load = Loader(failure)
     for _ in range(2):
-        with pytest.raises(BackendError):
-            await cache.get("k", load)
+        assert await cache.get("k", load) is failure
     assert load.calls == 2
     assert len(cache) == 0
 
@@ -110,11 +118,11 @@ async def test_cache_concurrent_callers_share_one_load_and_its_failure() -> None
     lookups: list[LookupResult] = []
     cache = make_cache(Clock(), lookups)
     load = Loader(BackendError("unreachable", "unreachable"))
-    load.release.clear()
-    waiters = [asyncio.ensure_future(cache.get("k", load)) for _ in range(10)]
-    await asyncio.sleep(0)
-    load.release.set()
-    results = await asyncio.gather(*waiters, return_exceptions=True)
+    load.hold()
+    waiters = [cache.get("k", load) for _ in range(10)]
+    assert not any(w.done() for w in waiters)
+    load.release()
+    results = await asyncio.gather(*waiters)
     assert load.calls == 1
     assert all(isinstance(r, BackendError) for r in results)
     assert sorted(lookups) == ["hit"] * 9 + ["miss"]
@@ -123,24 +131,34 @@ async def test_cache_concurrent_callers_share_one_load_and_its_failure() -> None
 async def test_cache_a_caller_giving_up_does_not_cancel_the_shared_load() -> None:
     cache = make_cache(Clock())
     load = Loader(FOUND)
-    load.release.clear()
-    impatient = asyncio.ensure_future(cache.get("k", load))
-    patient = asyncio.ensure_future(cache.get("k", load))
-    await asyncio.sleep(0)
+    load.hold()
+    impatient = cache.get("k", load)
+    patient = cache.get("k", load)
     impatient.cancel()
-    load.release.set()
+    load.release()
     assert await patient == FOUND
     assert impatient.cancelled()
     assert cache.cached("k") == FOUND
     assert load.calls == 1
 
 
-async def test_cache_close_cancels_loads_under_way() -> None:
+async def test_cache_close_stops_the_waits_and_drops_late_answers() -> None:
     cache = make_cache(Clock())
     load = Loader(FOUND)
-    load.release.clear()
-    waiter = asyncio.ensure_future(cache.get("k", load))
-    await asyncio.sleep(0)
-    await cache.close()
+    load.hold()
+    waiter = cache.get("k", load)
+    cache.close()
     with pytest.raises(asyncio.CancelledError):
         await waiter
+    load.release()  # the backend answers after shutdown began
+    assert cache.cached("k") is None
+
+
+async def test_cache_answers_a_hit_with_a_done_future() -> None:
+    """A cached answer costs the review no wait on the event loop."""
+    cache = make_cache(Clock())
+    load = Loader(FOUND)
+    await cache.get("k", load)
+    hit = cache.get("k", load)
+    assert hit.done() and hit.result() == FOUND
+    assert load.calls == 1

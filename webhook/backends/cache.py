@@ -5,6 +5,13 @@ it, the others wait for the same result. Answers are kept for `ttl` (found) or
 `negative_ttl` (missing, shorter, so a secret created after a denial is seen soon);
 failures are never kept (the circuit breaker deals with those). The least recently used
 entry goes first when the cache is full. Only existence answers are stored: no value.
+
+A load is started with a `land` callback rather than awaited as a coroutine: the loader
+calls it on the event loop with the answer, and it hands the answer straight to each
+caller's own future. On a busy event loop every hop between futures and tasks waits
+for a whole loop iteration (every review ready in it); a backend answer reaches the
+review in two hops (the thread's call_soon_threadsafe, then the review's wake-up)
+instead of the seven of a load task awaited through shields and asyncio.wait.
 """
 
 from __future__ import annotations
@@ -12,15 +19,25 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Hashable
-from dataclasses import dataclass
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
 from typing import Generic, Literal, TypeVar
 
-from webhook.backends import Existence
+from webhook.backends import BackendError, Existence
 
 K = TypeVar("K", bound=Hashable)
 
 LookupResult = Literal["hit", "miss"]
+Answer = Existence | BackendError  # a backend's answer, or why there is none
+Land = Callable[[Answer], None]  # called once, on the event loop, with a load's answer
+Loader = Callable[[K, Land], None]  # starts loading a key; must not block
+
+
+@dataclass(slots=True)
+class _Flight:
+    """A load under way and the futures of the callers waiting for it."""
+
+    waiters: list[asyncio.Future[Answer]] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +63,7 @@ class ExistenceCache(Generic[K]):
         self._max_entries = max_entries
         self._clock = clock
         self._entries: OrderedDict[K, _Entry] = OrderedDict()
-        self._flights: dict[K, asyncio.Future[Existence]] = {}
+        self._flights: dict[K, _Flight] = {}
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -75,36 +92,40 @@ class ExistenceCache(Generic[K]):
             self._on_lookup("hit")
         return answers
 
-    async def get(self, key: K, load: Callable[[], Awaitable[Existence]]) -> Existence:
-        """The answer for `key`: cached, joined to a load under way, or loaded now.
+    def get(self, key: K, load: Loader[K]) -> asyncio.Future[Answer]:
+        """A future for the answer to `key`: cached (done already), joined to a load under
+        way, or loaded now by `load(key, land)`. Call from the event loop.
 
-        A load's exception reaches every caller waiting for it. A caller that stops
-        waiting (its review's deadline passed) does not cancel the load: others may be
-        waiting for it, and its answer fills the cache. Joining a load counts as a hit:
-        it costs the backend nothing.
+        The future is the caller's own: cancelling it (the review's deadline passed)
+        stops only this caller's wait. The load goes on for the others, and its answer
+        fills the cache. Joining a load counts as a hit: it costs the backend nothing.
         """
+        waiter: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
         value = self.cached(key)
         if value is not None:
             self._on_lookup("hit")
-            return value
+            waiter.set_result(value)
+            return waiter
         flight = self._flights.get(key)
         if flight is not None:
             self._on_lookup("hit")
-            return await asyncio.shield(flight)
+            flight.waiters.append(waiter)
+            return waiter
         self._on_lookup("miss")
-        flight = asyncio.ensure_future(self._load(key, load))
-        self._flights[key] = flight
-        # Everyone waiting may have given up: retrieve the exception so none goes unheard.
-        flight.add_done_callback(_consume)
-        return await asyncio.shield(flight)
+        flight = self._flights[key] = _Flight([waiter])
+        load(key, lambda answer: self._land(key, flight, answer))
+        return waiter
 
-    async def _load(self, key: K, load: Callable[[], Awaitable[Existence]]) -> Existence:
-        try:
-            value = await load()
-            self._store(key, value)
-            return value
-        finally:
-            self._flights.pop(key, None)
+    def _land(self, key: K, flight: _Flight, answer: Answer) -> None:
+        if self._flights.get(key) is not flight:
+            return  # the cache was closed meanwhile
+        del self._flights[key]
+        if isinstance(answer, Existence):
+            self._store(key, answer)
+        for waiter in flight.waiters:
+            if not waiter.done():  # cancelled: that caller stopped waiting
+                waiter.set_result(answer)
+        flight.waiters.clear()
 
     def _store(self, key: K, value: Existence) -> None:
         ttl = self._ttl if value.found else self._negative_ttl
@@ -123,15 +144,10 @@ class ExistenceCache(Generic[K]):
         while len(self._entries) > self._max_entries:
             self._entries.popitem(last=False)
 
-    async def close(self) -> None:
-        """Cancel loads under way (at shutdown)."""
-        flights = list(self._flights.values())
-        for flight in flights:
-            flight.cancel()
-        await asyncio.gather(*flights, return_exceptions=True)
+    def close(self) -> None:
+        """Stop every wait under way (at shutdown); answers landing later are dropped."""
+        for flight in self._flights.values():
+            for waiter in flight.waiters:
+                waiter.cancel()
+            flight.waiters.clear()
         self._flights.clear()
-
-
-def _consume(future: asyncio.Future[Existence]) -> None:
-    if not future.cancelled():
-        future.exception()
