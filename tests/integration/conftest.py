@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+import io
+import json
 import logging
 import os
 import ssl
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,7 @@ import pytest
 
 import webhook
 from tests.integration.webhook_client import Client
-from webhook import certs
+from webhook import certs, logs
 from webhook.app import Server
 from webhook.metrics import Metrics
 from webhook.settings import Kubernetes, Listen, Settings, Tls, Verify
@@ -90,13 +92,27 @@ def python() -> str:
     return sys.executable
 
 
+AuditLines = Callable[[], list[dict[str, Any]]]
+
+
 @pytest.fixture
-def audit_records(caplog: pytest.LogCaptureFixture) -> Iterator[list[logging.LogRecord]]:
-    """The audit log records emitted during the test."""
-    caplog.set_level(logging.INFO, logger="secret_injector.audit")
-    records: list[logging.LogRecord] = []
-    yield records
-    records.extend(r for r in caplog.records if r.name == "secret_injector.audit")
+def audit_lines() -> Iterator[AuditLines]:
+    """Logs configured as `serve` does, into a buffer: a call returns the audit lines so
+    far, parsed. Logging and the audit trail are restored afterwards."""
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level, logs.trail.sink)
+    stream = io.StringIO()
+    logs.configure("info", stream)
+
+    def parsed() -> list[dict[str, Any]]:
+        entries = [json.loads(line) for line in stream.getvalue().splitlines()]
+        return [e for e in entries if e["logger"] == logs.AUDIT]
+
+    yield parsed
+    logging.captureWarnings(False)
+    root.handlers[:] = saved[0]
+    root.setLevel(saved[1])
+    logs.trail.sink = saved[2]
 
 
 def with_tls(settings: Settings, **changes: Any) -> Settings:

@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 import pytest
 
+from tests.integration.conftest import AuditLines
 from tests.integration.reviews import admission_review, pod
 from tests.integration.webhook_client import Client
 from webhook import pipeline
@@ -324,15 +325,11 @@ async def test_internal_error_denies_with_500_and_keeps_serving(
     assert (status, answer["response"]["allowed"]) == (200, True)
 
 
-async def test_audit_line_has_the_decision_fields(
-    client: Client, caplog: pytest.LogCaptureFixture
-) -> None:
-    caplog.set_level(logging.INFO, logger="secret_injector.audit")
+async def test_audit_line_has_the_decision_fields(client: Client, audit_lines: AuditLines) -> None:
     mirror = pod({"kubernetes.io/config.mirror": "abc", "secret-injector.io/inject": "true"})
     review = admission_review(mirror, namespace="shop")
     await client.post("/mutate", review)
-    (record,) = [r for r in caplog.records if r.name == "secret_injector.audit"]
-    fields = vars(record)
+    (fields,) = audit_lines()
     assert {
         key: fields[key]
         for key in (

@@ -14,7 +14,7 @@ import orjson
 import pytest
 import yaml
 
-from tests.integration.conftest import REPO
+from tests.integration.conftest import REPO, AuditLines
 from tests.integration.reviews import admission_review, pod
 from tests.integration.webhook_client import Client
 
@@ -126,12 +126,10 @@ async def test_bad_annotations_are_denied_with_a_precise_message(
 
 
 async def test_audit_line_names_references_by_path_only(
-    client: Client, caplog: pytest.LogCaptureFixture
+    client: Client, audit_lines: AuditLines
 ) -> None:
-    caplog.set_level(logging.INFO, logger="secret_injector.audit")
     response = await mutate(client, pod(OPTED_IN))
-    (record,) = [r for r in caplog.records if r.name == "secret_injector.audit"]
-    fields = vars(record)
+    (fields,) = audit_lines()
     assert (fields["decision"], fields["outcome"]) == ("allowed", "injected")
     assert fields["references"] == [
         "aws-sm:demo/myapp/api-key",

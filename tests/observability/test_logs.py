@@ -3,6 +3,7 @@ from error lines, and an internal error that says what to act on without the pod
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
@@ -12,11 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import orjson
 import pytest
 
 from tests.conftest import PREFIX, make_pod, make_review
 from tests.observability.scrape import delta, key, parse
-from webhook import certs, logs, pipeline
+from webhook import certs, logs, pipeline, review
 from webhook.app import Server
 from webhook.metrics import Metrics
 from webhook.review import AdmissionRequest
@@ -32,8 +34,10 @@ def configured() -> Iterator[io.StringIO]:
     root = logging.getLogger()
     saved = (list(root.handlers), root.level)
     quiet = {name: logging.getLogger(name).level for name in ("botocore", "hvac", "asyncio")}
+    audit_sink = logs.trail.sink
     stream = io.StringIO()
     yield stream
+    logs.trail.sink = audit_sink
     logging.captureWarnings(False)
     root.handlers[:] = saved[0]
     root.setLevel(saved[1])
@@ -235,3 +239,29 @@ async def test_logs_internal_error_has_context_and_no_pod_values(
         ]
         == 1
     )
+
+
+async def test_logs_audit_lines_reach_the_stream_each_loop_turn_in_order(
+    configured: io.StringIO, tmp_path: Path
+) -> None:
+    """Audit lines are written unflushed and flushed once per event-loop turn; a log
+    record written in between comes after them, as it happened."""
+    out = tmp_path / "stdout"
+    with out.open("w", buffering=1 << 16) as stream:  # block-buffered, as stdout in a pod
+        logs.configure("info", stream)
+        req = review.parse_review(orjson.dumps(make_review(make_pod({}, name="web-1"))))
+        decision = pipeline.Decision(outcome="skipped")
+        logs.audit("mutate", req, decision, 0.001)
+        logs.audit("validate", req, decision, 0.001)
+        logging.getLogger("secret_injector.test").warning("after two decisions")
+        logs.audit("mutate", req, decision, 0.001)
+        written = [json.loads(line) for line in out.read_text().splitlines()]
+        assert [e.get("endpoint", e["msg"]) for e in written] == [
+            "mutate",
+            "validate",
+            "after two decisions",
+        ]
+        await asyncio.sleep(0)  # the end of this turn of the loop
+        written = [json.loads(line) for line in out.read_text().splitlines()]
+        assert [e.get("endpoint", e["msg"]) for e in written][3:] == ["mutate"]
+        assert {e["logger"] for e in written} == {logs.AUDIT, "secret_injector.test"}
