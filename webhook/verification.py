@@ -18,12 +18,20 @@ import logging
 import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Final
 
 import boto3
 
 from webhook import providers
-from webhook.backends import Backend, BackendError, BackendName, Lookup, lookup_for
+from webhook.backends import (
+    Backend,
+    BackendError,
+    BackendName,
+    Existence,
+    Lookup,
+    lookup_for,
+)
 from webhook.backends.aws import AwsClients, ParameterStoreBackend, SecretsManagerBackend
 from webhook.backends.breaker import CircuitBreaker
 from webhook.backends.cache import Answer, ExistenceCache, Land
@@ -42,6 +50,16 @@ NOT_VERIFIED: Final = "not verified"
 # Pods whose lookups are kept (see ReferenceVerifier._lookups): as many as the decision
 # cache's default maxEntries; emptied when full.
 WANTED_MAX_ENTRIES: Final = 256
+
+
+@dataclass(slots=True)
+class _PodLookups:
+    """The lookups of one PodInjection, by the annotations that need each."""
+
+    pod: PodInjection
+    lookups: dict[Lookup, list[Injection]]
+    # Every lookup was found, and the cache keeps that answer until then (its clock).
+    found_until: float = 0.0
 
 
 class ReferenceVerifier:
@@ -63,7 +81,7 @@ class ReferenceVerifier:
             on_lookup=lambda result: lookups[result].inc(),
         )
         self._breakers: dict[BreakerKey, CircuitBreaker] = {}
-        self._wanted: dict[int, tuple[PodInjection, dict[Lookup, list[Injection]]]] = {}
+        self._wanted: dict[int, _PodLookups] = {}
         # A call gives up a little before the review does, so the review sees the call's
         # own answer (and the breaker has counted it) rather than only its own deadline.
         self._call_timeout = max(verify.timeout_seconds - 0.05, verify.timeout_seconds * 0.9)
@@ -82,19 +100,27 @@ class ReferenceVerifier:
     async def verify(self, req: AdmissionRequest, pod: PodInjection) -> list[str]:
         """Warnings for the review; raises SecretNotFoundError / BackendUnavailableError."""
         wanted = self._lookups(pod)
-        if not wanted:
+        if not wanted.lookups:
             return []
-        answers = await self._answer_all(list(wanted))
+        if wanted.found_until > self._cache.now():  # the pods of a template, cache warm
+            self._cache.count_hits(len(wanted.lookups))
+            return []
+        answers = await self._answer_all(list(wanted.lookups))
         missing: list[str] = []
         unverified: list[str] = []
-        for lookup, injections in wanted.items():
+        for lookup, injections in wanted.lookups.items():
             answer = answers[lookup]
+            if isinstance(answer, Existence) and answer.found:
+                continue
             for injection in injections:
                 line = f"{injection.annotation}: {injection.ref}: "
                 if isinstance(answer, BackendError):
                     unverified.append(f"{line}{NOT_VERIFIED}: {lookup.backend} {answer.reason}")
-                elif not answer.found:
+                else:
                     missing.append(line + answer.problem)
+        if not missing and not unverified:
+            wanted.found_until = self._cache.fresh_until(wanted.lookups)
+            return []
         if missing and self._verify.mode == "enforce":
             # A definite "not found" outranks "could not tell"; the denial lists both.
             raise SecretNotFoundError(missing + unverified)
@@ -102,24 +128,25 @@ class ReferenceVerifier:
             raise BackendUnavailableError(unverified + missing)
         return missing + unverified
 
-    def _lookups(self, pod: PodInjection) -> Mapping[Lookup, list[Injection]]:
+    def _lookups(self, pod: PodInjection) -> _PodLookups:
         """What to look up for `pod`, and for which of its annotations.
 
         Kept per PodInjection object: the decision cache hands the same one to every pod
-        of a template, so a ReplicaSet's pods group their references once. The entry holds
-        the object, so its id is not reused while the entry lives.
+        of a template, so a ReplicaSet's pods group their references once, and once all
+        were found, skip the cache until the first of their answers expires. The entry
+        holds the object, so its id is not reused while the entry lives.
         """
         known = self._wanted.get(id(pod))
-        if known is not None and known[0] is pod:
-            return known[1]
+        if known is not None and known.pod is pod:
+            return known
         # The region the SPC will mount from, so we check where the pod will read.
         region = providers.aws_region(pod, self._settings)
-        wanted: dict[Lookup, list[Injection]] = {}
+        lookups: dict[Lookup, list[Injection]] = {}
         for injection in pod.injections:
-            wanted.setdefault(lookup_for(injection.ref, region), []).append(injection)
+            lookups.setdefault(lookup_for(injection.ref, region), []).append(injection)
         if len(self._wanted) >= WANTED_MAX_ENTRIES:
             self._wanted.clear()
-        self._wanted[id(pod)] = (pod, wanted)
+        wanted = self._wanted[id(pod)] = _PodLookups(pod, lookups)
         return wanted
 
     async def _answer_all(self, lookups: list[Lookup]) -> dict[Lookup, Answer]:

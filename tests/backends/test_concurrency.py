@@ -24,6 +24,7 @@ from tests.backends.builders import (
     unique,
 )
 from tests.servers import MotoServer
+from webhook.errors import SecretNotFoundError
 from webhook.metrics import Metrics
 from webhook.refs import AwsSecretRef, VaultRef
 from webhook.verification import open_verifier
@@ -85,3 +86,37 @@ async def test_fifty_reviews_of_one_new_aws_reference_make_one_call(
     assert answers == [[]] * REVIEWS
     assert len(sent) == 1
     assert backend_calls(metrics, "aws-sm") == 1
+
+
+async def test_the_pods_of_a_template_reuse_found_answers_until_the_first_expires(
+    vault_world: VaultWorld, make_verifier: VerifierFactory, metrics: Metrics
+) -> None:
+    """Once every reference of a PodInjection (shared by the pods of a template) was
+    found, its next pods are answered without looking each up, and counted as hits;
+    when the first answer expires, the references are checked again."""
+    names = [unique("template"), unique("template")]
+    client = vault_world.server.client()
+    for name in names:
+        client.secrets.kv.v2.create_or_update_secret(path=f"prod/{name}", secret={"k": "v"})
+    ttl = 1.0
+    verifier = make_verifier(
+        make_settings(mode="enforce", vault=vault_world.provider(), cache_ttl_seconds=ttl)
+    )
+    pod = pod_with(
+        *(
+            injection(f"env.K{n}", VaultRef(f"secret/data/prod/{name}", "k"))
+            for n, name in enumerate(names)
+        )
+    )
+    lookups = "secret_injector_verify_cache_lookups_total"
+    assert await verifier.verify(admission_request(), pod) == []
+    assert (backend_calls(metrics, "vault"), sample(metrics, lookups, result="miss")) == (2, 2)
+    for _ in range(5):
+        assert await verifier.verify(admission_request(), pod) == []
+    assert backend_calls(metrics, "vault") == 2
+    assert sample(metrics, lookups, result="hit") == 10
+    await asyncio.sleep(ttl + 0.1)
+    client.secrets.kv.v2.delete_metadata_and_all_versions(path=f"prod/{names[1]}")
+    with pytest.raises(SecretNotFoundError, match=names[1]):
+        await verifier.verify(admission_request(), pod)
+    assert backend_calls(metrics, "vault") == 4

@@ -17,9 +17,10 @@ instead of the seven of a load task awaited through shields and asyncio.wait.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import Generic, Literal, TypeVar
 
@@ -78,6 +79,25 @@ class ExistenceCache(Generic[K]):
             return None
         self._entries.move_to_end(key)
         return entry.value
+
+    def now(self) -> float:
+        """The cache's clock, that `fresh_until` answers in."""
+        return self._clock()
+
+    def fresh_until(self, keys: Iterable[K]) -> float:
+        """When the first of the answers kept for `keys` expires (0 when one is not kept)."""
+        until = math.inf
+        for key in keys:
+            entry = self._entries.get(key)
+            if entry is None:
+                return 0.0
+            until = min(until, entry.expires)
+        return until
+
+    def count_hits(self, count: int) -> None:
+        """Count `count` answers that a caller kept from this cache as hits."""
+        for _ in range(count):
+            self._on_lookup("hit")
 
     def cached_all(self, keys: list[K]) -> dict[K, Existence] | None:
         """Fresh answers for every key (each counted as a hit), or None when any must be
