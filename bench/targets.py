@@ -53,9 +53,15 @@ def has_webhook() -> bool:
 
 
 def start_webhook(
-    workdir: Path, certs: Certs, backends: Backends, verify_mode: str = "warn"
+    workdir: Path,
+    certs: Certs,
+    backends: Backends,
+    verify_mode: str = "warn",
+    repo: Path | None = None,
 ) -> Server:
-    """`secret-injector serve --config FILE` as in production, with a policy file."""
+    """`secret-injector serve --config FILE` as in production, with a policy file; the
+    webhook of `repo` (another tree, for bench.ab), this one's by default."""
+    repo = repo or _repo()
     port, metrics_port = processes.free_port(), processes.free_port()
     log = workdir / "webhook.log"
     env = {
@@ -65,18 +71,24 @@ def start_webhook(
     }
     # No Kubernetes API here: without in-cluster env and kubeconfig the webhook only
     # computes the SecretProviderClasses (a HOME without .kube makes sure of it).
-    env.update(backends.env(), HOME=str(workdir), PYTHONPATH=str(_repo()))
+    env.update(backends.env(), HOME=str(workdir), PYTHONPATH=str(repo))
     config = workdir / "config.yaml"
-    config.write_text(_config(port, metrics_port, certs, backends, workdir, verify_mode))
+    config.write_text(_config(port, metrics_port, certs, backends, workdir, verify_mode, repo))
     cmd = [sys.executable, "-m", "webhook", "serve", "--config", str(config)]
-    proc = processes.start(cmd, log, cpu=SERVER_CPU, env=env, cwd=_repo())
+    proc = processes.start(cmd, log, cpu=SERVER_CPU, env=env, cwd=repo)
     server = Server("webhook", proc, port, log, metrics_port=metrics_port)
     _ready(server)
     return server
 
 
 def _config(
-    port: int, metrics_port: int, certs: Certs, backends: Backends, workdir: Path, verify: str
+    port: int,
+    metrics_port: int,
+    certs: Certs,
+    backends: Backends,
+    workdir: Path,
+    verify: str,
+    repo: Path,
 ) -> str:
     lines = [
         f"listen: {{address: 127.0.0.1, port: {port}, "
@@ -90,7 +102,7 @@ def _config(
         f"verify: {{mode: {verify}, timeoutSeconds: 1, cacheTTLSeconds: 60, onBackendError: warn}}",
         "kubernetes: {manageSecretProviderClasses: true}",
     ]
-    if (_repo() / "webhook" / "policy_file.py").exists():
+    if (repo / "webhook" / "policy_file.py").exists():
         policy = workdir / "policy.yaml"
         policy.write_text(POLICY)
         lines.append(f"policyFile: {policy}")
