@@ -48,6 +48,7 @@ class Template:
     denial: WebhookError | None = None
     spcs: tuple[dict[str, Any], ...] = ()
     patch: tuple[PatchOp, ...] = ()
+    encoded_patch: str = ""  # review.encode_patch(patch): the same for every pod
     plan_denial: WebhookError | None = None
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import math
 import sys
@@ -246,7 +247,7 @@ def audit(
         "dry_run": req.dry_run,
         "decision": "allowed" if decision.allowed else "denied",
         "outcome": outcome or decision.outcome,
-        "references": _paths(decision.references),
+        "references": _paths(tuple(decision.references)),
         "violations": decision.violations,
         "warnings": decision.warnings,
         "patch_operations": len(decision.patch),
@@ -258,7 +259,8 @@ def audit(
     trail.write(entry)
 
 
-def _paths(references: Sequence[str]) -> list[str]:
+@functools.lru_cache(maxsize=1024)  # the pods of a template name the same references
+def _paths(references: tuple[str, ...]) -> list[str]:
     """`scheme:path`: the key, version and stage are dropped (they are not values, but the
-    audit trail is about which secrets a pod reaches)."""
+    audit trail is about which secrets a pod reaches). Shared: never to be changed."""
     return sorted({ref.split("#", 1)[0].split("?", 1)[0] for ref in references})

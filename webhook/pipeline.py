@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from webhook import annotations, decisions, mutation, policy, providers
+from webhook import annotations, decisions, mutation, policy, providers, review
 from webhook.decisions import DecisionCache
 from webhook.errors import PolicyError, WebhookError
 from webhook.metrics import Metrics
@@ -67,6 +67,7 @@ class Decision:
 
     outcome: Outcome
     patch: list[PatchOp] = field(default_factory=list)
+    encoded_patch: str = ""  # review.encode_patch(patch), when the template had it
     warnings: list[str] = field(default_factory=list)
     denial: WebhookError | None = None
     spcs: list[dict[str, Any]] = field(default_factory=list)
@@ -103,6 +104,7 @@ def _deny(error: WebhookError, decision: Decision) -> Decision:
     decision.outcome = "denied"
     decision.denial = error
     decision.patch = []
+    decision.encoded_patch = ""
     return decision
 
 
@@ -139,6 +141,7 @@ async def admit(req: AdmissionRequest, ctx: Context) -> Decision:
         return _deny(template.plan_denial, decision)
     decision.spcs = list(template.spcs)
     decision.patch = list(template.patch)
+    decision.encoded_patch = template.encoded_patch
     try:
         if decision.patch and ctx.spc_store is not None and not req.dry_run:
             await ctx.spc_store.ensure(req.namespace, decision.spcs, _controller(req.pod))
@@ -196,7 +199,12 @@ def _plan(req: AdmissionRequest, ctx: Context) -> decisions.Template:
             pod, references, violations, plan_denial=error.with_traceback(None)
         )
     return decisions.Template(
-        pod, references, violations, spcs=tuple(p.body for p in plan), patch=tuple(patch)
+        pod,
+        references,
+        violations,
+        spcs=tuple(p.body for p in plan),
+        patch=tuple(patch),
+        encoded_patch=review.encode_patch(patch) if patch else "",
     )
 
 

@@ -113,15 +113,26 @@ def parse_review(body: bytes) -> AdmissionRequest:
     )
 
 
-def allow(uid: str, patch: Sequence[PatchOp] = (), warnings: Sequence[str] = ()) -> dict[str, Any]:
-    """An allowing AdmissionReview, with a base64 JSONPatch when there are operations."""
+def allow(
+    uid: str,
+    patch: Sequence[PatchOp] = (),
+    warnings: Sequence[str] = (),
+    encoded_patch: str | None = None,
+) -> dict[str, Any]:
+    """An allowing AdmissionReview, with a base64 JSONPatch when there are operations
+    (`encoded_patch`: `encode_patch(patch)` done already, for a cached decision)."""
     response: dict[str, Any] = {"uid": uid, "allowed": True}
     if patch:
         response["patchType"] = "JSONPatch"
-        response["patch"] = base64.b64encode(orjson.dumps(list(patch))).decode("ascii")
+        response["patch"] = encoded_patch or encode_patch(patch)
     if warnings:
         response["warnings"] = list(warnings)
     return {"apiVersion": API_VERSION, "kind": "AdmissionReview", "response": response}
+
+
+def encode_patch(patch: Sequence[PatchOp]) -> str:
+    """The `patch` field of an AdmissionResponse: the operations as JSON, in base64."""
+    return base64.b64encode(orjson.dumps(list(patch))).decode("ascii")
 
 
 def deny(uid: str, error: WebhookError, warnings: Sequence[str] = ()) -> dict[str, Any]:

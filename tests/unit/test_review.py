@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from webhook.errors import PolicyError, ReviewError
-from webhook.review import allow, deny, parse_review
+from webhook.review import allow, deny, encode_patch, parse_review
 
 
 def review(request: dict[str, Any] | None = None, **top: Any) -> bytes:
@@ -104,6 +104,12 @@ def test_allow_encodes_patch_as_base64_jsonpatch() -> None:
     assert response["patchType"] == "JSONPatch"
     assert orjson.loads(base64.b64decode(response["patch"])) == ops
     assert response["warnings"] == ["careful"]
+
+
+def test_allow_with_a_patch_encoded_beforehand_answers_the_same() -> None:
+    """A cached decision carries its patch encoded once for all the template's pods."""
+    ops = [{"op": "add", "path": "/spec/volumes/-", "value": {"name": "v", "csi": {}}}]
+    assert allow("u-2", ops, [], encode_patch(ops)) == allow("u-2", ops)
 
 
 def test_allow_without_operations_has_no_patch() -> None:
