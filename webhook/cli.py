@@ -300,6 +300,8 @@ async def _decide(
     """As `serve` answers: an internal bug denies with code 500 and logs the traceback."""
     try:
         return await step(req, ctx)
+    except ReviewError:
+        raise  # the pod is malformed: reported as such by the caller
     except Exception:
         from webhook.handlers import InternalError
 

@@ -150,17 +150,7 @@ async def _review(request: web.Request, endpoint: str, step: Step, started: floa
         body = await _read_body(request)
         req = review.parse_review(body)
     except ReviewError as exc:
-        app_metrics.count_review(endpoint, "unknown", "invalid")
-        log.warning(
-            "malformed admission request rejected",
-            extra={
-                "endpoint": endpoint,
-                "status": exc.http_status,
-                "reason": exc.reason,
-                "remote": request.remote,
-            },
-        )
-        return status_response(exc.http_status, exc.reason)
+        return _malformed(request, endpoint, exc)
     except Exception:  # a bug in parsing: still a clear HTTP answer, never a dead process
         app_metrics.count_review(endpoint, "unknown", "error")
         log.exception("admission request could not be parsed", extra={"endpoint": endpoint})
@@ -171,6 +161,8 @@ async def _review(request: web.Request, endpoint: str, step: Step, started: floa
     try:
         decision = await step(req, request.app[CONTEXT])
         outcome = decision.outcome
+    except ReviewError as exc:  # a malformed pod, found where its parts are first read
+        return _malformed(request, endpoint, exc)
     except Exception:
         # An internal bug: deny this one pod with a generic message (no details that
         # could carry anything sensitive), keep serving, and log the traceback.
@@ -203,6 +195,20 @@ async def _review(request: web.Request, endpoint: str, step: Step, started: floa
     logs.audit(endpoint, req, decision, time.perf_counter() - started, outcome=outcome)
     _report_unsaved_spcs(request.app[CONTEXT], req, decision)
     return web.Response(body=review.encode(answer), content_type=JSON)
+
+
+def _malformed(request: web.Request, endpoint: str, exc: ReviewError) -> web.Response:
+    request.app[METRICS].count_review(endpoint, "unknown", "invalid")
+    log.warning(
+        "malformed admission request rejected",
+        extra={
+            "endpoint": endpoint,
+            "status": exc.http_status,
+            "reason": exc.reason,
+            "remote": request.remote,
+        },
+    )
+    return status_response(exc.http_status, exc.reason)
 
 
 async def _read_body(request: web.Request) -> bytes:

@@ -109,7 +109,7 @@ def _deny(error: WebhookError, decision: Decision) -> Decision:
 
 
 async def admit(req: AdmissionRequest, ctx: Context) -> Decision:
-    """Answer a /mutate review."""
+    """Answer a /mutate review; raises ReviewError for an opted-in pod that is malformed."""
     # A pod's volumes and env are immutable after creation: CREATE is where we act.
     if not req.is_pod or req.operation != "CREATE" or req.is_mirror:
         return _skip()
@@ -181,6 +181,7 @@ def _plan(req: AdmissionRequest, ctx: Context) -> decisions.Template:
     """Annotations -> policy -> SPCs and patch, for an opted-in pod; denials are kept in
     the template (without their traceback, which would keep this pod alive in the cache)."""
     assert req.pod is not None
+    review.check_pod_shape(req.pod)  # ReviewError: HTTP 400, and nothing is cached
     try:
         pod = annotations.parse(req.annotations, ctx.settings)
     except WebhookError as error:
@@ -209,9 +210,12 @@ def _plan(req: AdmissionRequest, ctx: Context) -> decisions.Template:
 
 
 async def validate(req: AdmissionRequest, ctx: Context) -> Decision:
-    """Answer a /validate review: policy on the final pod, and the injected-marker guard."""
+    """Answer a /validate review: policy on the final pod, and the injected-marker guard;
+    raises ReviewError for a malformed pod."""
     if not req.is_pod or req.operation != "CREATE" or req.is_mirror:
         return _skip()
+    assert req.pod is not None
+    review.check_pod_shape(req.pod)  # ReviewError: HTTP 400
     decision = Decision(outcome="allowed")
     try:
         pod = annotations.parse(req.annotations, ctx.settings)

@@ -83,8 +83,9 @@ def parse_review(body: bytes) -> AdmissionRequest:
             raise ReviewError(f"request.object is missing for operation {operation}")
         metadata = _mapping(obj.get("metadata"), "request.object.metadata")
         if kind == "Pod" and group == "" and not sub_resource:
-            pod = obj
-            _check_pod_shape(obj)
+            if not isinstance(obj.get("spec"), dict):
+                raise ReviewError("request.object.spec is missing or not an object")
+            pod = obj  # its containers and volumes: check_pod_shape, before they are read
     annotations = _annotations(metadata.get("annotations"))
     namespace = request.get("namespace") or metadata.get("namespace") or "default"
     if not isinstance(namespace, str):
@@ -155,8 +156,11 @@ def encode(review: Mapping[str, Any]) -> bytes:
     return orjson.dumps(review)
 
 
-def _check_pod_shape(pod: RawPod) -> None:
-    """The parts of a Pod that patching relies on must have their API types."""
+def check_pod_shape(pod: RawPod) -> None:
+    """The parts of a Pod that the policy and patching read must have their API types;
+    raises ReviewError (HTTP 400). The pipeline calls it before reading them, so a pod
+    left alone (not opted in) and the pods of a template already planned (same spec) do
+    not pay for it."""
     spec = pod.get("spec")
     if not isinstance(spec, dict):
         raise ReviewError("request.object.spec is missing or not an object")

@@ -117,6 +117,20 @@ async def test_malformed_review_is_answered_400_with_reason(
     assert reason in answer["message"]
 
 
+async def test_malformed_pod_left_alone_by_mutate_is_still_rejected_by_validate(
+    client: Client,
+) -> None:
+    """/mutate reads nothing but the annotations of a pod that is not opted in (and
+    leaves it unchanged); /validate runs the policy over its containers, so checks them."""
+    malformed = pod(containers=[{"name": "app", "env": {"A": "b"}}])
+    status, answer = await client.post("/mutate", admission_review(malformed))
+    assert (status, answer["response"]["allowed"]) == (200, True)
+    assert "patch" not in answer["response"]
+    status, answer = await client.post("/validate", admission_review(malformed))
+    assert (status, answer["code"]) == (400, 400)
+    assert "spec.containers[0].env must be a list of objects" in answer["message"]
+
+
 @pytest.mark.parametrize("endpoint", ENDPOINTS)
 async def test_body_over_the_limit_is_answered_413(client: Client, endpoint: str) -> None:
     limit = client.server.settings.max_body_bytes

@@ -169,6 +169,8 @@ def _malformed(canaries: Canaries) -> list[tuple[bytes, str]]:
     cut = whole[: whole.index(secret.encode()) + 20]  # ends inside the canary
     env_not_list = make_review(leaky)
     env_not_list["request"]["object"]["spec"]["containers"][0]["env"] = {"DB_PASSWORD": secret}
+    # Opted in: /mutate checks the containers of the pods it plans (it leaves others alone).
+    env_not_list["request"]["object"]["metadata"]["annotations"] = {PREFIX + "inject": "true"}
     bad_annotations = make_review(make_pod({PREFIX + "inject": "true"}))
     bad_annotations["request"]["object"]["metadata"]["annotations"][PREFIX + "env.X"] = [secret]
     bad_version = make_review(leaky)

@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from webhook.errors import PolicyError, ReviewError
-from webhook.review import allow, deny, encode_patch, parse_review
+from webhook.review import allow, check_pod_shape, deny, encode_patch, parse_review
 
 
 def review(request: dict[str, Any] | None = None, **top: Any) -> bytes:
@@ -76,21 +76,41 @@ def test_parse_review_delete_needs_no_object() -> None:
             "request.object.spec is missing or not an object",
             id="spec-list",
         ),
-        pytest.param(
-            review({"object": {"spec": {"containers": [{"name": "a", "env": {}}]}}}),
-            "request.object.spec.containers[0].env must be a list of objects",
-            id="env-mapping",
-        ),
-        pytest.param(
-            review({"object": {"metadata": {}, "spec": {"containers": [{"image": "x"}]}}}),
-            "request.object.spec.containers[0].name must be a string",
-            id="container-without-name",
-        ),
     ],
 )
 def test_parse_review_rejects_malformed_requests(body: bytes, reason: str) -> None:
     with pytest.raises(ReviewError) as caught:
         parse_review(body)
+    assert reason in caught.value.reason
+    assert caught.value.http_status == 400
+
+
+@pytest.mark.parametrize(
+    ("spec", "reason"),
+    [
+        pytest.param(
+            {"containers": [{"name": "a", "env": {}}]},
+            "request.object.spec.containers[0].env must be a list of objects",
+            id="env-mapping",
+        ),
+        pytest.param(
+            {"containers": [{"image": "x"}]},
+            "request.object.spec.containers[0].name must be a string",
+            id="container-without-name",
+        ),
+        pytest.param(
+            {"containers": [{"name": "a"}], "volumes": [3]},
+            "request.object.spec.volumes must be a list of objects",
+            id="volume-number",
+        ),
+        pytest.param({}, "request.object.spec.containers must be a list", id="no-containers"),
+    ],
+)
+def test_check_pod_shape_rejects_what_the_pipeline_could_not_read(
+    spec: dict[str, Any], reason: str
+) -> None:
+    with pytest.raises(ReviewError) as caught:
+        check_pod_shape({"metadata": {}, "spec": spec})
     assert reason in caught.value.reason
     assert caught.value.http_status == 400
 
