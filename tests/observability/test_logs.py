@@ -265,3 +265,16 @@ async def test_logs_audit_lines_reach_the_stream_each_loop_turn_in_order(
         written = [json.loads(line) for line in out.read_text().splitlines()]
         assert [e.get("endpoint", e["msg"]) for e in written][3:] == ["mutate"]
         assert {e["logger"] for e in written} == {logs.AUDIT, "secret_injector.test"}
+
+
+def test_logs_audit_lines_are_info_lines(configured: io.StringIO) -> None:
+    """`logging.level: warning` turns the audit lines off, as any info line."""
+    req = review.parse_review(orjson.dumps(make_review(make_pod({}, name="web-1"))))
+    decision = pipeline.Decision(outcome="skipped")
+    logs.configure("warning", configured)
+    logs.audit("mutate", req, decision, 0.001)
+    assert configured.getvalue() == ""
+    logs.configure("info", configured)
+    logs.audit("mutate", req, decision, 0.001)
+    (entry,) = lines(configured)
+    assert (entry["logger"], entry["level"], entry["outcome"]) == (logs.AUDIT, "info", "skipped")
