@@ -106,9 +106,7 @@ def make_app(
     settings: Settings, metrics: Metrics, health: Health, tls: ReloadingContext | None = None
 ) -> web.Application:
     """The webhook application: admission endpoints, health and readiness."""
-    app = web.Application(
-        client_max_size=settings.max_body_bytes, middlewares=[handlers.json_errors]
-    )
+    app = web.Application(client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
     app[METRICS] = metrics
     app[HEALTH] = health
@@ -123,7 +121,7 @@ def make_app(
 
 def make_metrics_app(metrics: Metrics) -> web.Application:
     """The metrics application, served without TLS on its own port."""
-    app = web.Application(middlewares=[handlers.json_errors])
+    app = web.Application()
     app[METRICS] = metrics
     handlers.metrics_routes(app)
     return app

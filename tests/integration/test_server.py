@@ -34,6 +34,13 @@ async def test_metrics_are_served_on_their_own_plain_http_port(client: Client) -
     url = f"http://127.0.0.1:{client.server.metrics_port}/mutate"
     async with client.session.post(url, json={}) as response:  # no webhook on the metrics port
         assert response.status == 404
+        assert (await response.json())["message"] == (
+            "no endpoint /mutate; this server answers GET /metrics"
+        )
+    url = f"http://127.0.0.1:{client.server.metrics_port}/metrics"
+    async with client.session.post(url) as response:
+        assert (response.status, response.headers["Allow"]) == (405, "GET,HEAD")
+        assert (await response.json())["code"] == 405
 
 
 async def start(settings: Settings) -> Server:
