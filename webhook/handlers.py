@@ -191,7 +191,10 @@ def _malformed(request: web.Request, endpoint: str, exc: ReviewError) -> web.Res
 
 async def _read_body(request: web.Request) -> bytes:
     """The raw body, within the size limit, if it claims to be JSON; raises ReviewError."""
-    if hdrs.CONTENT_TYPE in request.headers and request.content_type != JSON:
+    declared = request.headers.get(hdrs.CONTENT_TYPE)
+    # What the API server sends is compared as is; parsing it (request.content_type) costs
+    # ~5 us, so only other spellings ("application/json; charset=utf-8") are parsed.
+    if declared is not None and declared != JSON and request.content_type != JSON:
         raise ReviewError(
             f"Content-Type must be {JSON} (an AdmissionReview), got {request.content_type}", 415
         )
