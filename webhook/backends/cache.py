@@ -165,9 +165,12 @@ class ExistenceCache(Generic[K]):
             self._entries.popitem(last=False)
 
     def close(self) -> None:
-        """Stop every wait under way (at shutdown); answers landing later are dropped."""
+        """At shutdown: every wait under way is answered "shutting down" (a review still
+        in flight then follows onBackendError); answers landing later are dropped."""
+        closing = BackendError("is shutting down", "unavailable")
         for flight in self._flights.values():
             for waiter in flight.waiters:
-                waiter.cancel()
+                if not waiter.done():
+                    waiter.set_result(closing)
             flight.waiters.clear()
         self._flights.clear()
