@@ -10,6 +10,7 @@ import os
 import ssl
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,22 @@ async def server(settings: Settings) -> AsyncIterator[Server]:
         yield running
     finally:
         await running.stop()
+
+
+@asynccontextmanager
+async def serving(settings: Settings, client_ssl: ssl.SSLContext) -> AsyncIterator[Client]:
+    """A Server started with `settings` and a client for it; the server stopped after."""
+    metrics = Metrics()
+    server = Server(settings, metrics, ReloadingContext(settings.tls, metrics))
+    await server.start()
+    try:
+        async with aiohttp.ClientSession(
+            base_url=f"https://localhost:{server.port}",
+            connector=aiohttp.TCPConnector(ssl=client_ssl),
+        ) as session:
+            yield Client(session, server)
+    finally:
+        await server.stop()
 
 
 @pytest.fixture

@@ -10,9 +10,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 
+from tests.integration.conftest import serving
 from tests.integration.reviews import admission_review, pod
 from tests.integration.webhook_client import Client
 from webhook.app import Server
@@ -37,18 +37,8 @@ def policy_path(tmp_path: Path) -> Path:
 async def policy_client(
     settings: Settings, policy_path: Path, client_ssl: Any
 ) -> AsyncIterator[Client]:
-    configured = replace(settings, policy_file=str(policy_path))
-    metrics = Metrics()
-    server = Server(configured, metrics, ReloadingContext(configured.tls, metrics))
-    await server.start()
-    try:
-        async with aiohttp.ClientSession(
-            base_url=f"https://localhost:{server.port}",
-            connector=aiohttp.TCPConnector(ssl=client_ssl),
-        ) as session:
-            yield Client(session, server)
-    finally:
-        await server.stop()
+    async with serving(replace(settings, policy_file=str(policy_path)), client_ssl) as client:
+        yield client
 
 
 async def mutate(client: Client) -> dict[str, Any]:

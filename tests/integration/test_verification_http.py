@@ -10,17 +10,15 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import jsonpatch
 import pytest
 import yaml
 
+from tests.integration.conftest import serving
 from tests.integration.reviews import admission_review, pod
 from tests.integration.test_injection_http import patch_of
 from tests.integration.webhook_client import Client
 from tests.servers import BaoServer, MotoServer
-from webhook.app import Server
-from webhook.metrics import Metrics
 from webhook.settings import (
     AwsProvider,
     Providers,
@@ -30,7 +28,6 @@ from webhook.settings import (
     Verify,
     VerifyMode,
 )
-from webhook.tls import ReloadingContext
 
 P = "secret-injector.io/"
 
@@ -89,17 +86,8 @@ def verifying_client(
     @asynccontextmanager
     async def open_client(mode: VerifyMode) -> AsyncIterator[Client]:
         configured = verifying(settings, openbao, root_token_file, mode)
-        metrics = Metrics()
-        server = Server(configured, metrics, ReloadingContext(configured.tls, metrics))
-        await server.start()
-        try:
-            async with aiohttp.ClientSession(
-                base_url=f"https://localhost:{server.port}",
-                connector=aiohttp.TCPConnector(ssl=client_ssl),
-            ) as session:
-                yield Client(session, server)
-        finally:
-            await server.stop()
+        async with serving(configured, client_ssl) as client:
+            yield client
 
     return open_client
 
