@@ -13,14 +13,18 @@ or take them as fixtures (`def test_x(make_review: ReviewFactory) -> None`).
 from __future__ import annotations
 
 import copy
+import io
+import logging
 import os
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 import hypothesis
 import pytest
+
+from webhook import logs
 
 pytest_plugins = ["tests.servers"]
 
@@ -182,3 +186,20 @@ def _container(spec: ContainerSpec) -> dict[str, Any]:
 def _plural(kind: str) -> str:
     lowered = kind.lower()
     return lowered + ("es" if lowered.endswith("s") else "s")
+
+
+@pytest.fixture
+def log_stream() -> Iterator[io.StringIO]:
+    """A buffer for `logs.configure(level, log_stream)`; logging (root handlers and level,
+    the SDK loggers' levels, warnings capture) and the audit trail restored afterwards."""
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level, logs.trail.sink)
+    quiet = {name: logging.getLogger(name).level for name in logs.QUIET_LOGGERS}
+    stream = io.StringIO()
+    yield stream
+    logs.trail.sink = saved[2]
+    logging.captureWarnings(False)
+    root.handlers[:] = saved[0]
+    root.setLevel(saved[1])
+    for name, level in quiet.items():
+        logging.getLogger(name).setLevel(level)

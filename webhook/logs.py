@@ -42,7 +42,7 @@ _RECORD_FIELDS = frozenset(
     vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys() | {"message", "asctime"}
 )
 # Libraries whose debug output may echo request or response bodies: never below warning.
-_QUIET = ("botocore", "boto3", "urllib3", "kubernetes", "hvac", "asyncio")
+QUIET_LOGGERS = ("botocore", "boto3", "urllib3", "kubernetes", "hvac", "asyncio")
 # The LogRecord attribute holding the values to hide (a leading `_`: not a log field).
 _REDACT = "_redact"
 REDACTED = "[redacted]"
@@ -123,7 +123,7 @@ def configure(
     root.addHandler(handler)
     numeric = logging.getLevelName(level.upper())
     root.setLevel(numeric)
-    for name in _QUIET:
+    for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(max(numeric, logging.WARNING))
     logging.captureWarnings(True)
     # No line shows the thread or process: do not look them up for every record (the

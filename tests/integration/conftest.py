@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 import os
 import ssl
 import sys
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -113,23 +112,16 @@ AuditLines = Callable[[], list[dict[str, Any]]]
 
 
 @pytest.fixture
-def audit_lines() -> Iterator[AuditLines]:
+def audit_lines(log_stream: io.StringIO) -> AuditLines:
     """Logs configured as `serve` does, into a buffer: a call returns the audit lines so
-    far, parsed. Logging and the audit trail are restored afterwards."""
-    root = logging.getLogger()
-    saved = (list(root.handlers), root.level, logs.trail.sink)
-    stream = io.StringIO()
-    logs.configure("info", stream)
+    far, parsed (logging is restored afterwards by `log_stream`)."""
+    logs.configure("info", log_stream)
 
     def parsed() -> list[dict[str, Any]]:
-        entries = [json.loads(line) for line in stream.getvalue().splitlines()]
+        entries = [json.loads(line) for line in log_stream.getvalue().splitlines()]
         return [e for e in entries if e["logger"] == logs.AUDIT]
 
-    yield parsed
-    logging.captureWarnings(False)
-    root.handlers[:] = saved[0]
-    root.setLevel(saved[1])
-    logs.trail.sink = saved[2]
+    return parsed
 
 
 def with_tls(settings: Settings, **changes: Any) -> Settings:

@@ -8,7 +8,6 @@ import io
 import json
 import logging
 import ssl
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,33 +27,16 @@ from webhook.tls import ReloadingContext
 SECRET = "hunter2-but-longer"
 
 
-@pytest.fixture
-def configured() -> Iterator[io.StringIO]:
-    """logs.configure() writing to a buffer; the root logger restored afterwards."""
-    root = logging.getLogger()
-    saved = (list(root.handlers), root.level)
-    quiet = {name: logging.getLogger(name).level for name in ("botocore", "hvac", "asyncio")}
-    audit_sink = logs.trail.sink
-    stream = io.StringIO()
-    yield stream
-    logs.trail.sink = audit_sink
-    logging.captureWarnings(False)
-    root.handlers[:] = saved[0]
-    root.setLevel(saved[1])
-    for name, level in quiet.items():
-        logging.getLogger(name).setLevel(level)
-
-
 def lines(stream: io.StringIO) -> list[dict[str, Any]]:
     return [json.loads(line) for line in stream.getvalue().splitlines()]
 
 
-def test_logs_json_line_has_the_record_and_its_fields(configured: io.StringIO) -> None:
-    logs.configure("info", configured)
+def test_logs_json_line_has_the_record_and_its_fields(log_stream: io.StringIO) -> None:
+    logs.configure("info", log_stream)
     logging.getLogger("secret_injector.test").info(
         "policy reloaded", extra={"policy_file": "/p.yaml", "count": 3, "none": None}
     )
-    (entry,) = lines(configured)
+    (entry,) = lines(log_stream)
     assert entry.pop("time").endswith("Z")
     assert entry == {
         "level": "info",
@@ -76,40 +58,40 @@ def test_logs_json_line_has_the_record_and_its_fields(configured: io.StringIO) -
     ],
 )
 def test_logs_level_is_configurable(
-    configured: io.StringIO, level: logs.Level, written: list[str]
+    log_stream: io.StringIO, level: logs.Level, written: list[str]
 ) -> None:
-    logs.configure(level, configured)
+    logs.configure(level, log_stream)
     log = logging.getLogger("secret_injector.test")
     log.debug("d")
     log.info("i")
     log.warning("w")
     log.error("e")
-    assert [e["level"] for e in lines(configured)] == written
+    assert [e["level"] for e in lines(log_stream)] == written
 
 
-def test_logs_sdks_stay_at_warning_even_in_debug(configured: io.StringIO) -> None:
+def test_logs_sdks_stay_at_warning_even_in_debug(log_stream: io.StringIO) -> None:
     """SDK debug output can echo request and response bodies."""
-    logs.configure("debug", configured)
+    logs.configure("debug", log_stream)
     logging.getLogger("botocore.endpoint").debug("Response body: ...")
     logging.getLogger("hvac.adapters").info("GET secret/data/...")
     logging.getLogger("botocore.endpoint").warning("retrying")
-    assert [e["msg"] for e in lines(configured)] == ["retrying"]
+    assert [e["msg"] for e in lines(log_stream)] == ["retrying"]
 
 
-def test_logs_exception_is_one_json_line_with_the_traceback(configured: io.StringIO) -> None:
-    logs.configure("info", configured)
+def test_logs_exception_is_one_json_line_with_the_traceback(log_stream: io.StringIO) -> None:
+    logs.configure("info", log_stream)
     try:
         raise ValueError("broken")
     except ValueError:
         logging.getLogger("secret_injector.test").exception("failed", extra={"uid": "u1"})
-    (entry,) = lines(configured)
+    (entry,) = lines(log_stream)
     assert (entry["level"], entry["msg"], entry["uid"]) == ("error", "failed", "u1")
     assert entry["error"].startswith("Traceback (most recent call last):")
     assert entry["error"].endswith("ValueError: broken")
 
 
-def test_logs_redacting_hides_values_everywhere_in_the_record(configured: io.StringIO) -> None:
-    logs.configure("info", configured)
+def test_logs_redacting_hides_values_everywhere_in_the_record(log_stream: io.StringIO) -> None:
+    logs.configure("info", log_stream)
     try:
         raise KeyError(f"no {SECRET} here")
     except KeyError:
@@ -118,9 +100,9 @@ def test_logs_redacting_hides_values_everywhere_in_the_record(configured: io.Str
             SECRET,
             extra={"field": f"x{SECRET}x", "items": [SECRET], **logs.redacting([SECRET, "on"])},
         )
-    text = configured.getvalue()
+    text = log_stream.getvalue()
     assert SECRET not in text
-    (entry,) = lines(configured)
+    (entry,) = lines(log_stream)
     assert entry["msg"] == "failed on [redacted]"
     assert (entry["field"], entry["items"]) == ("x[redacted]x", ["[redacted]"])
     assert "KeyError: 'no [redacted] here'" in entry["error"]
@@ -128,12 +110,12 @@ def test_logs_redacting_hides_values_everywhere_in_the_record(configured: io.Str
     assert "failed on" in entry["msg"]  # "on" is too short to be hidden
 
 
-def test_logs_redacting_in_text_output(configured: io.StringIO) -> None:
-    logs.configure("info", configured, structured=False)
+def test_logs_redacting_in_text_output(log_stream: io.StringIO) -> None:
+    logs.configure("info", log_stream, structured=False)
     logging.getLogger("secret_injector.test").error(
         "bad %s", SECRET, extra=logs.redacting([SECRET])
     )
-    assert configured.getvalue() == "secret-injector: error: bad [redacted]\n"
+    assert log_stream.getvalue() == "secret-injector: error: bad [redacted]\n"
 
 
 @pytest.mark.parametrize(
@@ -168,7 +150,7 @@ def test_logs_literal_env_values(pod: dict[str, Any] | None, values: list[str]) 
 
 
 async def test_logs_internal_error_has_context_and_no_pod_values(
-    configured: io.StringIO, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    log_stream: io.StringIO, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A bug whose exception quotes the pod: the error line names the request, the
     traceback hides the pod's literal values, the pod is denied, `error` is counted."""
@@ -178,7 +160,7 @@ async def test_logs_internal_error_has_context_and_no_pod_values(
         raise RuntimeError(f"cannot handle {env}")
 
     monkeypatch.setattr(pipeline, "admit", broken)
-    logs.configure("info", configured)
+    logs.configure("info", log_stream)
     files, _ = certs.write_dev_certs(tmp_path / "certs")
     settings = Settings(
         listen=Listen(address="127.0.0.1", port=0, metrics_address="127.0.0.1", metrics_port=0),
@@ -206,8 +188,8 @@ async def test_logs_internal_error_has_context_and_no_pod_values(
     finally:
         await server.stop()
     assert (response.status, answer["allowed"], answer["status"]["code"]) == (200, False, 500)
-    assert SECRET not in configured.getvalue()
-    (error,) = [e for e in lines(configured) if e["level"] == "error"]
+    assert SECRET not in log_stream.getvalue()
+    (error,) = [e for e in lines(log_stream) if e["level"] == "error"]
     assert error["msg"] == "admission review failed with an internal error"
     assert {k: error[k] for k in ("endpoint", "uid", "namespace", "pod", "operation")} == {
         "endpoint": "mutate",
@@ -220,7 +202,7 @@ async def test_logs_internal_error_has_context_and_no_pod_values(
         "RuntimeError: cannot handle [{'name': 'DB_PASSWORD', 'value': '[redacted]'}]"
         in (error["error"])
     )
-    (audit,) = [e for e in lines(configured) if e["logger"] == "secret_injector.audit"]
+    (audit,) = [e for e in lines(log_stream) if e["logger"] == "secret_injector.audit"]
     assert (audit["uid"], audit["decision"], audit["outcome"], audit["code"]) == (
         review["request"]["uid"],
         "denied",
@@ -242,7 +224,7 @@ async def test_logs_internal_error_has_context_and_no_pod_values(
 
 
 async def test_logs_audit_lines_reach_the_stream_each_loop_turn_in_order(
-    configured: io.StringIO, tmp_path: Path
+    log_stream: io.StringIO, tmp_path: Path
 ) -> None:
     """Audit lines are written unflushed and flushed once per event-loop turn; a log
     record written in between comes after them, as it happened."""
@@ -267,14 +249,14 @@ async def test_logs_audit_lines_reach_the_stream_each_loop_turn_in_order(
         assert {e["logger"] for e in written} == {logs.AUDIT, "secret_injector.test"}
 
 
-def test_logs_audit_lines_are_info_lines(configured: io.StringIO) -> None:
+def test_logs_audit_lines_are_info_lines(log_stream: io.StringIO) -> None:
     """`logging.level: warning` turns the audit lines off, as any info line."""
     req = review.parse_review(orjson.dumps(make_review(make_pod({}, name="web-1"))))
     decision = pipeline.Decision(outcome="skipped")
-    logs.configure("warning", configured)
+    logs.configure("warning", log_stream)
     logs.audit("mutate", req, decision, 0.001)
-    assert configured.getvalue() == ""
-    logs.configure("info", configured)
+    assert log_stream.getvalue() == ""
+    logs.configure("info", log_stream)
     logs.audit("mutate", req, decision, 0.001)
-    (entry,) = lines(configured)
+    (entry,) = lines(log_stream)
     assert (entry["logger"], entry["level"], entry["outcome"]) == (logs.AUDIT, "info", "skipped")
