@@ -166,9 +166,7 @@ async def _review(request: web.Request, endpoint: str, step: Step, started: floa
     if decision.denial is not None:
         answer = review.deny(req.uid, decision.denial, decision.warnings)
     else:
-        answer = review.allow(
-            req.uid, decision.patch, decision.warnings, decision.encoded_patch or None
-        )
+        answer = review.allow(req.uid, decision.patch, decision.warnings, decision.encoded_patch)
     app_metrics.count_review(endpoint, operation, outcome)
     logs.audit(endpoint, req, decision, time.perf_counter() - started, outcome=outcome)
     _report_unsaved_spcs(request.app[CONTEXT], req, decision)

@@ -118,7 +118,7 @@ def allow(
     uid: str,
     patch: Sequence[PatchOp] = (),
     warnings: Sequence[str] = (),
-    encoded_patch: str | None = None,
+    encoded_patch: str = "",
 ) -> dict[str, Any]:
     """An allowing AdmissionReview, with a base64 JSONPatch when there are operations
     (`encoded_patch`: `encode_patch(patch)` done already, for a cached decision)."""
