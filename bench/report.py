@@ -7,6 +7,10 @@ from typing import Any
 
 RSS_LIMIT_MIB = 100.0
 RSS_REVIEWS = 100_000
+# A pause without load before RSS is read again: longer than the webhook's interval
+# between malloc_trim calls (webhook/memory.py), so the second reading shows what the
+# process keeps once the load is gone, and the first what it holds under load.
+IDLE_SECONDS = 15.0
 
 
 def _pair(result: Mapping[str, Any], body: str, connections: int) -> tuple[Any, Any]:
@@ -189,7 +193,15 @@ def markdown(result: Mapping[str, Any]) -> str:
                 f"`{k}` +{v:,.0f}" for k, v in cold["metrics_delta"].items())]  # fmt: skip
     lines += ["", "Memory:", ""]
     lines += _table(
-        ["server", "reviews", "RSS after warm-up MiB", "RSS at end MiB", "change", "open fds"],
+        [
+            "server",
+            "reviews",
+            "RSS after warm-up MiB",
+            "RSS at end MiB",
+            "change",
+            f"RSS {IDLE_SECONDS:g} s later MiB",
+            "open fds",
+        ],
         [
             [
                 name,
@@ -197,6 +209,7 @@ def markdown(result: Mapping[str, Any]) -> str:
                 f"{m['rss_after_warmup_mib']:.1f}",
                 f"{m['rss_final_mib']:.1f}",
                 f"{(m['rss_final_mib'] / m['rss_after_warmup_mib'] - 1) * 100:+.1f} %",
+                f"{m['rss_idle_mib']:.1f}" if "rss_idle_mib" in m else "-",
                 str(m["open_fds"]),
             ]
             for name, m in result["memory"].items()

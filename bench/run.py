@@ -36,7 +36,8 @@ from bench import backends, bodies, certs, check, metrics_text, processes, procs
 from bench.targets import SERVER_CPU, Server, has_webhook, start_floor, start_webhook
 
 LOAD_CPU = "1"
-RSS_REVIEWS = 100_000
+RSS_REVIEWS = report.RSS_REVIEWS
+IDLE_SECONDS = report.IDLE_SECONDS
 COLD_SHARE = 0.05
 COLD_CONNECTIONS = 2
 SIZES: tuple[bodies.Size, ...] = ("small", "typical", "large")
@@ -327,11 +328,15 @@ def main() -> int:
             for server in servers:
                 bench.top_up(server)
         final = {s.name: procstat.sample(s.pid) for s in servers}
+        print(f"bench: {IDLE_SECONDS:g} s without load, then RSS again", flush=True)
+        time.sleep(IDLE_SECONDS)
+        idle = {s.name: procstat.sample(s.pid) for s in servers}
         memory = {
             s.name: {
                 "reviews": s.served,
                 "rss_after_warmup_mib": round(rss_warm[s.name] / 2**20, 1),
                 "rss_final_mib": round(final[s.name].rss_bytes / 2**20, 1),
+                "rss_idle_mib": round(idle[s.name].rss_bytes / 2**20, 1),
                 "open_fds": final[s.name].fds,
                 "threads": final[s.name].threads,
             }

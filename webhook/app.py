@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from webhook import decisions, handlers, pipeline, policy, policy_file, verification
+from webhook import decisions, handlers, memory, pipeline, policy, policy_file, verification
 from webhook.handlers import CONTEXT, HEALTH, METRICS, SETTINGS, Health
 from webhook.metrics import Metrics
 from webhook.settings import Settings
@@ -224,6 +224,13 @@ def _freeze_start_up_objects() -> None:
     gc.set_threshold(*GC_THRESHOLD)
 
 
+async def _trim_memory() -> None:
+    """Give freed memory back to the OS now and then (see webhook/memory.py)."""
+    while True:
+        await asyncio.sleep(memory.TRIM_INTERVAL_SECONDS)
+        await asyncio.to_thread(memory.trim)
+
+
 async def serve(settings: Settings) -> None:
     """Run the webhook until SIGTERM or SIGINT, then shut down gracefully.
 
@@ -244,6 +251,9 @@ async def serve(settings: Settings) -> None:
         server = Server(settings, metrics, tls, ca)
         await server.start()
         _freeze_start_up_objects()
+        memory.trim()  # what start-up freed
+        trimmer = asyncio.create_task(_trim_memory(), name="memory-trim")
+        stack.push_async_callback(_cancel, trimmer)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):

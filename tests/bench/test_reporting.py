@@ -150,3 +150,9 @@ def test_exclusive_holds_the_benchmark_lock(
             fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
     with lock_file.open("a") as other:
         fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released
+
+
+def test_rss_target_is_judged_under_load_not_after_the_idle_trim() -> None:
+    result = _result(800, 3.0, 850, 950, 120)
+    result["memory"]["webhook"]["rss_idle_mib"] = 90.0
+    assert report.targets(result)[-1]["met"] is False
