@@ -4,6 +4,10 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
+# The servers under `make bench` and `make soak` run here: runtime dependencies only, as
+# the image installs them (the tree's own code still comes first on their PYTHONPATH).
+RUNTIME_VENV ?= .venv-runtime
+RUNTIME_STAMP := $(RUNTIME_VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 PYTEST_ARGS ?=
 RUN_ARGS ?=
 
@@ -18,6 +22,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
 	@rm -f $(VENV)/.installed-*; touch $@
+
+$(RUNTIME_STAMP): pyproject.toml
+	@test -x $(RUNTIME_VENV)/bin/python || $(PYTHON) -m venv $(RUNTIME_VENV)
+	$(RUNTIME_VENV)/bin/pip install -q --upgrade pip
+	$(RUNTIME_VENV)/bin/pip install -q .
+	@rm -f $(RUNTIME_VENV)/.installed-*; touch $@
 
 install: $(STAMP)  ## Create the virtualenv with the package, test tools, bao and moto
 
@@ -37,11 +47,11 @@ lint: $(STAMP)  ## ruff and mypy --strict
 
 check: lint test  ## What CI runs, and lint
 
-bench: $(STAMP)  ## Benchmark the webhook against the bare aiohttp floor (BENCH_QUICK=1: 1-minute smoke run)
-	BENCH_QUICK=$(BENCH_QUICK) $(BIN)/python -m bench
+bench: $(STAMP) $(RUNTIME_STAMP)  ## Benchmark the webhook against the bare aiohttp floor (BENCH_QUICK=1: 1-minute smoke run)
+	BENCH_QUICK=$(BENCH_QUICK) BENCH_SERVER_PYTHON=$(RUNTIME_VENV)/bin/python $(BIN)/python -m bench
 
-soak: $(STAMP)  ## Soak test: 10 min at half the max throughput, mixed reviews, then a 5x burst
-	$(BIN)/python -m bench.soak
+soak: $(STAMP) $(RUNTIME_STAMP)  ## Soak test: 10 min at half the max throughput, mixed reviews, then a 5x burst
+	BENCH_SERVER_PYTHON=$(RUNTIME_VENV)/bin/python $(BIN)/python -m bench.soak
 
 clean:  ## Remove the virtualenv and caches
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache certs/dev
+	rm -rf $(VENV) $(RUNTIME_VENV) .mypy_cache .ruff_cache .pytest_cache certs/dev

@@ -33,7 +33,14 @@ from pathlib import Path
 from typing import Any
 
 from bench import backends, bodies, certs, check, metrics_text, processes, procstat, report, wrk
-from bench.targets import SERVER_CPU, Server, has_webhook, start_floor, start_webhook
+from bench.targets import (
+    SERVER_CPU,
+    Server,
+    has_webhook,
+    server_python,
+    start_floor,
+    start_webhook,
+)
 
 LOAD_CPU = "1"
 RSS_REVIEWS = report.RSS_REVIEWS
@@ -395,6 +402,7 @@ def _meta(
         "commit": commit,
         "webhook": "secret-injector serve",
         "python": sys.version.split()[0],
+        "server_python": server_python(),
         "wrk": wrk_version[0] if wrk_version else "?",
         "cpu": cpu,
         "cpus": os.cpu_count(),
