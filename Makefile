@@ -48,10 +48,10 @@ lint: $(STAMP)  ## ruff and mypy --strict
 check: lint test  ## What CI runs, and lint
 
 bench: $(STAMP) $(RUNTIME_STAMP)  ## Benchmark the webhook against the bare aiohttp floor (BENCH_QUICK=1: 1-minute smoke run)
-	BENCH_QUICK=$(BENCH_QUICK) BENCH_SERVER_PYTHON=$(RUNTIME_VENV)/bin/python $(BIN)/python -m bench
+	BENCH_QUICK=$(BENCH_QUICK) BENCH_SERVER_PYTHON=$(abspath $(RUNTIME_VENV))/bin/python $(BIN)/python -m bench
 
 soak: $(STAMP) $(RUNTIME_STAMP)  ## Soak test: 10 min at half the max throughput, mixed reviews, then a 5x burst
-	BENCH_SERVER_PYTHON=$(RUNTIME_VENV)/bin/python $(BIN)/python -m bench.soak
+	BENCH_SERVER_PYTHON=$(abspath $(RUNTIME_VENV))/bin/python $(BIN)/python -m bench.soak
 
 clean:  ## Remove the virtualenv and caches
 	rm -rf $(VENV) $(RUNTIME_VENV) .mypy_cache .ruff_cache .pytest_cache certs/dev
