@@ -1,14 +1,16 @@
-"""webhook.memory: the allocator tuned and trimmed on glibc, left alone elsewhere."""
+"""webhook.memory: freed heap memory given back on glibc, nothing done elsewhere; the
+server trims now and then."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
 
 import pytest
 
-from webhook import memory
+from webhook import app, memory
 
 glibc_only = pytest.mark.skipif(memory._LIBC is None, reason="malloc_trim is glibc's")
 
@@ -49,3 +51,24 @@ def test_trim_gives_freed_heap_memory_back() -> None:
 def test_elsewhere_nothing_is_done(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(memory, "_LIBC", None)
     assert memory.trim() is False
+
+
+async def test_the_server_trims_every_interval(monkeypatch: pytest.MonkeyPatch) -> None:
+    trims: list[int] = []
+    third = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def trim() -> bool:  # called in a worker thread, off the event loop
+        trims.append(1)
+        if len(trims) == 3:
+            loop.call_soon_threadsafe(third.set)
+        return True
+
+    monkeypatch.setattr(memory, "TRIM_INTERVAL_SECONDS", 0.01)
+    monkeypatch.setattr(memory, "trim", trim)
+    trimmer = asyncio.create_task(app._trim_memory())
+    async with asyncio.timeout(5):
+        await third.wait()
+    trimmer.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await trimmer
