@@ -159,7 +159,7 @@ class ReferenceVerifier:
             async with asyncio.timeout(self._verify.timeout_seconds):
                 for waiter in waiting.values():
                     await waiter  # at the deadline, cancels only our own wait
-        late = BackendError(f"did not answer within {self._verify.timeout_seconds:g}s", "timeout")
+        late = self._late()
         answers: dict[Lookup, Answer] = {}
         for lookup, waiter in waiting.items():
             if waiter.done() and not waiter.cancelled():
@@ -209,14 +209,16 @@ class ReferenceVerifier:
             with contextlib.suppress(RuntimeError):  # the loop is closed: shutting down
                 loop.call_soon_threadsafe(settle, answer)
 
-        timeout = BackendError(
-            f"did not answer within {self._verify.timeout_seconds:g}s", "timeout"
-        )
-        deadline = loop.call_later(self._call_timeout, settle, timeout)
+        deadline = loop.call_later(self._call_timeout, settle, self._late())
         try:
             self._executor.submit(call)
         except RuntimeError:  # the executor is shut down: shutting down
             settle(BackendError("is shutting down", "unavailable"))
+
+    def _late(self) -> BackendError:
+        """The answer of a backend that did not answer by the deadline (the call's own,
+        or the review's)."""
+        return BackendError(f"did not answer within {self._verify.timeout_seconds:g}s", "timeout")
 
     def _record(
         self,
