@@ -30,7 +30,7 @@ from webhook.refs import PodInjection
 from webhook.review import AdmissionRequest, PatchOp
 
 LookupResult = Literal["hit", "miss"]
-Key = bytes
+Key = tuple[str, bytes, bytes]  # namespace, annotations (JSON), spec (JSON as sent)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,19 +58,16 @@ class _Entry:
     expires: float
 
 
-def key(req: AdmissionRequest) -> Key | None:
-    """What a /mutate decision depends on, as JSON; None when it cannot be written (then
-    the review runs uncached).
+def key(req: AdmissionRequest) -> Key:
+    """What a /mutate decision depends on: the namespace, the annotations and the spec.
 
-    The content itself, not a digest of it: a dict lookup compares the bytes, so two
-    templates never share an entry, and hashing 10-50 KiB with SHA-256 would cost as much
-    as writing them. The price is memory: an entry holds its spec (5-50 KiB).
+    The spec as the API server sent it (`req.spec_json`), not a digest of it: a dict
+    lookup compares the bytes, so two templates never share an entry, and hashing 5-50 KiB
+    with SHA-256 costs 2-3 times Python's own hash of them. Two specs that differ only in
+    how they are written (key order, spacing) get two entries: a miss, never a wrong hit.
+    The price is memory: an entry holds its spec (2-50 KiB).
     """
-    assert req.pod is not None
-    try:
-        return orjson.dumps((req.namespace, req.annotations, req.pod.get("spec")))
-    except orjson.JSONEncodeError:  # nested deeper than orjson writes: rare, run it fully
-        return None
+    return (req.namespace, orjson.dumps(req.annotations), req.spec_json)
 
 
 class DecisionCache:

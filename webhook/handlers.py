@@ -153,7 +153,7 @@ async def _review(request: web.Request, endpoint: str, step: Step, started: floa
                 "namespace": req.namespace,
                 "pod": req.name,
                 "operation": req.operation,
-                **logs.redacting(logs.literal_env_values(req.pod)),
+                **logs.redacting(logs.literal_env_values(_pod_if_readable(req))),
             },
         )
         error = InternalError(
@@ -171,6 +171,15 @@ async def _review(request: web.Request, endpoint: str, step: Step, started: floa
     logs.audit(endpoint, req, decision, time.perf_counter() - started, outcome=outcome)
     _report_unsaved_spcs(request.app[CONTEXT], req, decision)
     return web.Response(body=review.encode(answer), content_type=JSON)
+
+
+def _pod_if_readable(req: review.AdmissionRequest) -> review.RawPod | None:
+    """The pod, for the log's redaction; None when its spec cannot be decoded (then no
+    value of it can be in the traceback either)."""
+    try:
+        return req.pod
+    except ReviewError:
+        return None
 
 
 def _malformed(request: web.Request, endpoint: str, exc: ReviewError) -> web.Response:

@@ -113,7 +113,7 @@ async def admit(req: AdmissionRequest, ctx: Context) -> Decision:
     # A pod's volumes and env are immutable after creation: CREATE is where we act.
     if not req.is_pod or req.operation != "CREATE" or req.is_mirror:
         return _skip()
-    assert req.pod is not None  # parse_review keeps the object of every Pod CREATE
+    assert req.spec_json  # parse_review keeps the spec of every Pod CREATE
     if not _is_opted_in(req, ctx.settings):
         return _forgotten_opt_in(req, ctx.settings)
     template, cached = _template(req, ctx)
@@ -144,7 +144,9 @@ async def admit(req: AdmissionRequest, ctx: Context) -> Decision:
     decision.encoded_patch = template.encoded_patch
     try:
         if decision.patch and ctx.spc_store is not None and not req.dry_run:
-            await ctx.spc_store.ensure(req.namespace, decision.spcs, _controller(req.pod))
+            await ctx.spc_store.ensure(
+                req.namespace, decision.spcs, _controller(req.owner_references)
+            )
     except WebhookError as error:
         return _deny(error, decision)
     if decision.patch:
@@ -166,8 +168,6 @@ def _template(req: AdmissionRequest, ctx: Context) -> tuple[decisions.Template, 
     if cache is None or not cache.enabled:
         return _plan(req, ctx), False
     key = decisions.key(req)
-    if key is None:
-        return _plan(req, ctx), False
     policy_in_force = ctx.policy  # a reload during this review must not file under it
     template = cache.get(key, policy_in_force)
     if template is not None:
@@ -231,9 +231,9 @@ async def validate(req: AdmissionRequest, ctx: Context) -> Decision:
     return decision
 
 
-def _controller(pod: Mapping[str, Any]) -> dict[str, Any] | None:
+def _controller(owner_references: Any) -> dict[str, Any] | None:
     """The pod's controlling ownerReference (ReplicaSet, Job, ...), when it is complete."""
-    for ref in pod.get("metadata", {}).get("ownerReferences") or []:
+    for ref in owner_references if isinstance(owner_references, list) else ():
         if isinstance(ref, dict) and ref.get("controller") is True:
             fields = {k: ref.get(k) for k in ("apiVersion", "kind", "name", "uid")}
             if all(isinstance(v, str) and v for v in fields.values()):

@@ -1,12 +1,23 @@
-"""AdmissionReview v1 in and out: parse once at the boundary, answer in the same version."""
+"""AdmissionReview v1 in and out: parse once at the boundary, answer in the same version.
+
+The body is decoded into the few fields the webhook reads (msgspec Structs): what it does
+not read is skipped by the decoder without building Python objects for it, above all
+`metadata.managedFields` and `status`, and the Pod's spec is kept as the raw JSON the API
+server sent. The spec is decoded on first use (`AdmissionRequest.pod`): a pod that is not
+opted in, and every pod of a template already decided (webhook/decisions.py keys on the
+raw spec), never pays for it. A typical review decodes in 9 µs instead of 32 (orjson into
+dicts); README "Performance" has the figures.
+"""
 
 from __future__ import annotations
 
 import base64
+import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 import orjson
 
 from webhook.errors import ReviewError, WebhookError
@@ -18,9 +29,51 @@ RawPod = dict[str, Any]
 PatchOp = dict[str, Any]
 
 
+# The wire shape of what we read. Fields are `Any` so that the checks below give their own
+# messages; a Struct where a JSON object is needed to skip what is inside it unread.
+class _Metadata(msgspec.Struct, rename="camel"):
+    name: Any = msgspec.UNSET
+    generate_name: Any = msgspec.UNSET
+    namespace: Any = msgspec.UNSET
+    annotations: Any = msgspec.UNSET
+    owner_references: Any = msgspec.UNSET
+
+
+class _Object(msgspec.Struct):
+    metadata: _Metadata | None = None
+    spec: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET  # as sent: decoded on first use
+
+
+class _Request(msgspec.Struct, rename="camel"):
+    uid: Any = None
+    operation: Any = None
+    kind: Any = None
+    namespace: Any = None
+    name: Any = None
+    sub_resource: Any = None
+    dry_run: Any = False
+    user_info: Any = None
+    object: _Object | None = None
+    old_object: _Object | None = None
+
+
+class _Review(msgspec.Struct, rename="camel"):
+    api_version: Any = None
+    kind: Any = None
+    request: _Request | None = None
+
+
+_DECODER = msgspec.json.Decoder(_Review)
+_NO_METADATA = _Metadata()
+# Where a msgspec type error points ("... - at `$.request.object`"); no path: the top.
+_ERROR_PATH = re.compile(r" - at `\$\.?([^`]*)`$")
+
+
 @dataclass(frozen=True, slots=True)
 class AdmissionRequest:
-    """What the pipeline reads of a review; `pod` is kept raw to be patched untouched."""
+    """What the pipeline reads of a review. The Pod's spec is kept as sent (`spec_json`)
+    and decoded on first use (`pod`), so that it is patched untouched and only read when
+    a step needs it."""
 
     uid: str
     operation: str  # CREATE | UPDATE | DELETE | CONNECT
@@ -31,10 +84,13 @@ class AdmissionRequest:
     name: str  # the pod's name, or its generateName while it has none
     dry_run: bool
     user: str
-    pod: RawPod | None  # the object when it is a Pod being created or updated
     annotations: Mapping[str, str]
-    service_account: str
     owner: str | None  # "ReplicaSet/web-5d9c7" for the first ownerReference
+    # The spec of a Pod being created or updated, as the API server sent it; b"" otherwise.
+    spec_json: bytes = b""
+    # The metadata of that Pod, as read (name, namespace, annotations, ownerReferences).
+    read_metadata: _Metadata = field(default=_NO_METADATA, repr=False)
+    _decoded: RawPod | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def is_pod(self) -> bool:
@@ -44,59 +100,89 @@ class AdmissionRequest:
     def is_mirror(self) -> bool:
         return MIRROR_ANNOTATION in self.annotations
 
+    @property
+    def pod(self) -> RawPod | None:
+        """The Pod being created or updated (its metadata as read, its spec decoded here
+        on first use), None for any other request; raises ReviewError (HTTP 400) when the
+        spec is not JSON that Python can hold (nested too deeply, a number too large)."""
+        if not self.spec_json:
+            return None
+        if self._decoded is None:
+            try:
+                spec = orjson.loads(self.spec_json)
+            except orjson.JSONDecodeError as exc:
+                raise ReviewError(f"request.object.spec could not be decoded: {exc}") from None
+            # A cache on a frozen object: the one assignment, the value never changes after.
+            pod = {"metadata": _as_read(self.read_metadata), "spec": spec}
+            object.__setattr__(self, "_decoded", pod)
+        return self._decoded
+
+    @property
+    def service_account(self) -> str:
+        """The Pod's serviceAccountName ("default" when it names none)."""
+        pod = self.pod
+        account = pod["spec"].get("serviceAccountName") if pod is not None else None
+        return account if isinstance(account, str) and account else "default"
+
+    @property
+    def owner_references(self) -> Any:
+        """The Pod's metadata.ownerReferences as sent (unchecked), None when absent."""
+        return _given(self.read_metadata.owner_references)
+
 
 def parse_review(body: bytes) -> AdmissionRequest:
     """Parse the raw request body; raises ReviewError (HTTP 400) naming what is wrong."""
     try:
-        review = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
+        review = _DECODER.decode(body)
+    except msgspec.ValidationError as exc:  # an object where our Structs need one
+        raise ReviewError(_not_an_object(str(exc))) from None
+    except msgspec.DecodeError as exc:
         raise ReviewError(f"request body is not JSON: {exc}") from None
-    if not isinstance(review, dict):
-        raise ReviewError("request body must be a JSON object (an AdmissionReview)")
-    if review.get("apiVersion") != API_VERSION or review.get("kind") != "AdmissionReview":
+    except RecursionError:
+        raise ReviewError("request body is not JSON that can be read: nested too deeply") from None
+    if review.api_version != API_VERSION or review.kind != "AdmissionReview":
         raise ReviewError(
             f"expected apiVersion {API_VERSION} and kind AdmissionReview, got "
-            f"apiVersion {_show(review.get('apiVersion'))} and kind {_show(review.get('kind'))}"
+            f"apiVersion {_show(review.api_version)} and kind {_show(review.kind)}"
         )
-    request = review.get("request")
-    if not isinstance(request, dict):
+    request = review.request
+    if request is None:
         raise ReviewError("AdmissionReview has no request object")
-    uid = request.get("uid")
+    uid = request.uid
     if not isinstance(uid, str) or not uid:
         raise ReviewError("request.uid is missing or not a string")
-    operation = _string(request, "operation", "request.operation", required=True)
-    kind_obj = _mapping(request.get("kind"), "request.kind")
-    kind = _string(kind_obj, "kind", "request.kind.kind", required=True)
-    group = _string(kind_obj, "group", "request.kind.group")
-    sub_resource = _string(request, "subResource", "request.subResource")
-    dry_run = request.get("dryRun", False)
+    operation = _string(request.operation, "request.operation", required=True)
+    kind_obj = _mapping(request.kind, "request.kind")
+    kind = _string(kind_obj.get("kind"), "request.kind.kind", required=True)
+    group = _string(kind_obj.get("group"), "request.kind.group")
+    sub_resource = _string(request.sub_resource, "request.subResource")
+    dry_run = request.dry_run
     if not isinstance(dry_run, bool):
         raise ReviewError("request.dryRun must be a boolean")
-    user_info = _mapping(request.get("userInfo"), "request.userInfo")
-    user = _string(user_info, "username", "request.userInfo.username")
+    user_info = _mapping(request.user_info, "request.userInfo")
+    user = _string(user_info.get("username"), "request.userInfo.username")
 
-    obj = request.get("object")
-    pod: RawPod | None = None
-    metadata: Mapping[str, Any] = {}
+    obj = request.object
+    metadata = _NO_METADATA
+    described = _NO_METADATA  # who, for the audit line
+    spec_json = b""
     if operation in ("CREATE", "UPDATE"):
-        if not isinstance(obj, dict):
+        if obj is None:
             raise ReviewError(f"request.object is missing for operation {operation}")
-        metadata = _mapping(obj.get("metadata"), "request.object.metadata")
+        metadata = described = obj.metadata or _NO_METADATA
         if kind == "Pod" and group == "" and not sub_resource:
-            if not isinstance(obj.get("spec"), dict):
+            spec_json = b"" if obj.spec is msgspec.UNSET else bytes(obj.spec)
+            if not spec_json.startswith(b"{"):
                 raise ReviewError("request.object.spec is missing or not an object")
-            pod = obj  # its containers and volumes: check_pod_shape, before they are read
-    annotations = _annotations(metadata.get("annotations"))
-    namespace = request.get("namespace") or metadata.get("namespace") or "default"
+    elif operation == "DELETE" and request.old_object is not None:
+        described = request.old_object.metadata or _NO_METADATA  # a DELETE's is in oldObject
+    annotations = _annotations(_given(metadata.annotations))
+    namespace = request.namespace or _given(metadata.namespace) or "default"
     if not isinstance(namespace, str):
         raise ReviewError("request.namespace must be a string")
-    described = metadata or _old_metadata(request, operation)  # who, for the audit line
-    name = described.get("name") or described.get("generateName") or request.get("name") or ""
+    name = _given(described.name) or _given(described.generate_name) or request.name or ""
     if not isinstance(name, str):
         raise ReviewError("request.object.metadata.name must be a string")
-    service_account = "default"
-    if pod is not None:
-        service_account = pod.get("spec", {}).get("serviceAccountName") or "default"
     return AdmissionRequest(
         uid=uid,
         operation=operation,
@@ -107,10 +193,10 @@ def parse_review(body: bytes) -> AdmissionRequest:
         name=name,
         dry_run=dry_run,
         user=user,
-        pod=pod,
         annotations=annotations,
-        service_account=service_account if isinstance(service_account, str) else "default",
-        owner=_owner(described.get("ownerReferences")),
+        owner=_owner(_given(described.owner_references)),
+        spec_json=spec_json,
+        read_metadata=metadata,
     )
 
 
@@ -196,11 +282,29 @@ def _annotations(value: Any) -> Mapping[str, str]:
     return value
 
 
-def _old_metadata(request: Mapping[str, Any], operation: str) -> Mapping[str, Any]:
-    """A DELETE's object is in oldObject: its metadata names the pod and its owner."""
-    old = request.get("oldObject") if operation == "DELETE" else None
-    metadata = old.get("metadata") if isinstance(old, dict) else None
-    return metadata if isinstance(metadata, dict) else {}
+def _given(value: Any) -> Any:
+    """A field's value, None when the body did not have it."""
+    return None if value is msgspec.UNSET else value
+
+
+def _as_read(metadata: _Metadata) -> dict[str, Any]:
+    """The metadata fields the body had, as a dict (what a raw pod's metadata holds)."""
+    names = zip(metadata.__struct_fields__, metadata.__struct_encode_fields__, strict=True)
+    return {
+        wire: value
+        for name, wire in names
+        if (value := getattr(metadata, name)) is not msgspec.UNSET
+    }
+
+
+def _not_an_object(message: str) -> str:
+    """Our message for a msgspec type error: our Structs only ever require an object."""
+    path = _ERROR_PATH.search(message)
+    if not message.startswith("Expected `object"):
+        return f"request body is not an AdmissionReview: {message}"
+    if path is None:
+        return "request body must be a JSON object (an AdmissionReview)"
+    return f"{path.group(1)} must be an object"
 
 
 def _owner(value: Any) -> str | None:
@@ -218,8 +322,7 @@ def _mapping(value: Any, where: str) -> Mapping[str, Any]:
     return value
 
 
-def _string(obj: Mapping[str, Any], key: str, where: str, *, required: bool = False) -> str:
-    value = obj.get(key)
+def _string(value: Any, where: str, *, required: bool = False) -> str:
     if value is None and not required:
         return ""
     if not isinstance(value, str) or (required and not value):

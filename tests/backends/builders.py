@@ -9,11 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import hvac
+import orjson
 
 from tests.servers import BaoServer
 from webhook.metrics import Metrics
 from webhook.refs import Injection, PodInjection, SecretRef
-from webhook.review import AdmissionRequest
+from webhook.review import AdmissionRequest, parse_review
 from webhook.settings import (
     AwsProvider,
     OnBackendError,
@@ -59,25 +60,22 @@ def pod_with(*injections: Injection, aws_region: str | None = None) -> PodInject
 
 
 def admission_request(namespace: str = "prod") -> AdmissionRequest:
-    pod: dict[str, Any] = {
-        "metadata": {"name": "web", "namespace": namespace},
-        "spec": {"containers": [{"name": "app", "image": "app:1"}]},
+    review = {
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": "11111111-2222-3333-4444-555555555555",
+            "operation": "CREATE",
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "namespace": namespace,
+            "userInfo": {"username": "alice"},
+            "object": {
+                "metadata": {"name": "web", "namespace": namespace},
+                "spec": {"containers": [{"name": "app", "image": "app:1"}]},
+            },
+        },
     }
-    return AdmissionRequest(
-        uid="11111111-2222-3333-4444-555555555555",
-        operation="CREATE",
-        kind="Pod",
-        group="",
-        sub_resource="",
-        namespace=namespace,
-        name="web",
-        dry_run=False,
-        user="alice",
-        pod=pod,
-        annotations={},
-        service_account="default",
-        owner=None,
-    )
+    return parse_review(orjson.dumps(review))
 
 
 def make_settings(

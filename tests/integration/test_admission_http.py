@@ -34,6 +34,14 @@ def _review_with(path: tuple[str, ...], value: Any) -> bytes:
     return orjson.dumps(review)
 
 
+def _with_raw(path: tuple[str, ...], raw: bytes) -> bytes:
+    """A valid review with the JSON text `raw` at `path` (JSON that orjson cannot write)."""
+    return _review_with(path, "RAW-VALUE").replace(b'"RAW-VALUE"', raw)
+
+
+DEEP = b"[" * 5000 + b"]" * 5000
+NOT_UTF8 = b'"\xff"'  # a string orjson refuses to decode (the JSON text must be UTF-8)
+
 MALFORMED = [
     pytest.param(b"", "not JSON", id="empty-body"),
     pytest.param(b"not json", "not JSON", id="not-json"),
@@ -48,7 +56,7 @@ MALFORMED = [
     pytest.param(_review_with(("apiVersion",), ...), "apiVersion", id="no-apiVersion"),
     pytest.param(_review_with(("kind",), "AdmissionRequest"), "kind", id="wrong-kind"),
     pytest.param(_review_with(("request",), ...), "no request", id="no-request"),
-    pytest.param(_review_with(("request",), []), "no request", id="request-is-list"),
+    pytest.param(_review_with(("request",), []), "request must be an object", id="request-is-list"),
     pytest.param(_review_with(("request", "uid"), ...), "request.uid", id="no-uid"),
     pytest.param(_review_with(("request", "uid"), ""), "request.uid", id="empty-uid"),
     pytest.param(_review_with(("request", "uid"), 42), "request.uid", id="uid-number"),
@@ -98,6 +106,19 @@ MALFORMED = [
         _review_with(("request", "object", "spec", "volumes"), "none"),
         "volumes",
         id="volumes-string",
+    ),
+    pytest.param(
+        _with_raw(("request", "object", "spec", "hostname"), NOT_UTF8),
+        "request.object.spec could not be decoded",
+        id="spec-not-utf8",
+    ),
+    pytest.param(
+        _with_raw(("request", "object", "spec", "x"), DEEP), "nested too deeply", id="spec-deep"
+    ),
+    pytest.param(
+        _with_raw(("request", "object", "metadata", "managedFields"), DEEP),
+        "nested too deeply",
+        id="skipped-field-deep",
     ),
     pytest.param(_review_with(("request", "dryRun"), "yes"), "dryRun", id="dryrun-string"),
     pytest.param(_review_with(("request", "namespace"), 5), "namespace", id="namespace-number"),

@@ -237,3 +237,54 @@ async def test_decision_cache_off_with_a_zero_ttl(policy_runs: list[str]) -> Non
     await pipeline.admit(request("web-a"), ctx)
     await pipeline.admit(request("web-b"), ctx)
     assert policy_runs == ["web-a", "web-b"]
+
+
+def _written_as(req_name: str, spec_text: bytes) -> AdmissionRequest:
+    """`request(req_name)` with its spec replaced by the JSON text `spec_text`."""
+    body = orjson.dumps(make_review(_pod_of(req_name), namespace="team-a", uid=req_name))
+    sent = orjson.dumps(_pod_of(req_name)["spec"])
+    assert sent in body
+    return parse_review(body.replace(sent, spec_text))
+
+
+def _pod_of(name: str) -> dict[str, Any]:
+    return make_pod(
+        OPTED_IN,
+        name=name,
+        namespace="team-a",
+        containers=["app", "sidecar"],
+        restartPolicy="Always",
+    )
+
+
+async def test_decision_cache_misses_on_the_same_spec_written_otherwise(
+    policy_runs: list[str],
+) -> None:
+    """The key is the spec as sent: another spelling of it is a second entry, never a hit
+    on an entry it does not match byte for byte."""
+    spec = _pod_of("web-abc12")["spec"]
+    reordered = orjson.dumps(dict(reversed(list(spec.items()))))
+    assert reordered != orjson.dumps(spec) and orjson.loads(reordered) == spec
+    ctx = context()
+    first = await pipeline.admit(_written_as("web-abc12", orjson.dumps(spec)), ctx)
+    second = await pipeline.admit(_written_as("web-xyz89", reordered), ctx)
+    assert policy_runs == ["web-abc12", "web-xyz89"]
+    assert lookups(ctx) == {"hit": 0, "miss": 2}
+    assert (first.patch, first.outcome) == (second.patch, second.outcome)
+
+
+async def test_decision_cache_keys_a_repeated_spec_key_on_the_spec_it_planned(
+    policy_runs: list[str],
+) -> None:
+    """A body naming `spec` twice is planned from the last one, and filed under it: a pod
+    whose only spec is the first one does not get that decision."""
+    first = make_pod(OPTED_IN, containers=["app"])["spec"]
+    last = _pod_of("web-abc12")["spec"]
+    both = orjson.dumps(first)[:-1] + b"}," + b'"spec":' + orjson.dumps(last)
+    ctx = context()
+    doubled = await pipeline.admit(_written_as("web-abc12", both), ctx)
+    only_last = await pipeline.admit(_written_as("web-xyz89", orjson.dumps(last)), ctx)
+    only_first = await pipeline.admit(_written_as("web-def34", orjson.dumps(first)), ctx)
+    assert policy_runs == ["web-abc12", "web-def34"]
+    assert (doubled.cached, only_last.cached, only_first.cached) == (False, True, False)
+    assert only_last.patch == doubled.patch != only_first.patch

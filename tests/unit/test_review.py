@@ -43,6 +43,46 @@ def test_parse_review_delete_needs_no_object() -> None:
     assert req.pod is None and req.operation == "DELETE"
 
 
+def test_parse_review_keeps_the_spec_as_sent_and_decodes_it_once() -> None:
+    body = review()
+    sent = orjson.loads(body)["request"]["object"]
+    req = parse_review(body)
+    assert req.spec_json == orjson.dumps(sent["spec"])
+    assert req.pod == {"metadata": sent["metadata"], "spec": sent["spec"]}
+    assert req.pod is req.pod
+
+
+def test_parse_review_skips_what_it_does_not_read() -> None:
+    """managedFields holds a string that is not UTF-8, which orjson refuses: never decoded."""
+    metadata = {"name": "web", "managedFields": [{"manager": "kubectl", "x": "HUGE"}]}
+    body = review({"object": {"metadata": metadata, "spec": {"containers": [{"name": "a"}]}}})
+    req = parse_review(body.replace(b'"HUGE"', b'"\xff"'))
+    assert req.name == "web"
+    assert req.pod is not None and req.pod["metadata"] == {"name": "web"}
+
+
+def test_parse_review_leaves_an_unreadable_spec_to_whoever_reads_it() -> None:
+    body = review().replace(b'"containers"', b'"hostname":"\xff","containers"')
+    req = parse_review(body)  # a pod left alone never reads its spec
+    assert (req.uid, req.name) == ("u-1", "web-")
+    with pytest.raises(ReviewError, match=r"request\.object\.spec could not be decoded") as caught:
+        _ = req.pod
+    assert caught.value.http_status == 400
+
+
+def test_parse_review_reads_one_spec_when_the_body_repeats_the_key() -> None:
+    """The spec a decision is keyed on is the spec it is planned from: both read
+    `spec_json`, the last of repeated keys, as orjson and the API server's decoder do."""
+    first = {"serviceAccountName": "trusted", "containers": [{"name": "a"}]}
+    last = {"serviceAccountName": "web", "containers": [{"name": "b"}]}
+    body = review({"object": {"metadata": {"name": "web"}, "spec": last}})
+    body = body.replace(b'"spec":', b'"spec":' + orjson.dumps(first) + b',"spec":', 1)
+    req = parse_review(body)
+    assert req.spec_json == orjson.dumps(last)
+    assert req.pod is not None and req.pod["spec"] == last
+    assert req.service_account == "web"
+
+
 @pytest.mark.parametrize(
     ("body", "reason"),
     [
@@ -64,6 +104,20 @@ def test_parse_review_delete_needs_no_object() -> None:
         pytest.param(review({"uid": 7}), "request.uid is missing", id="uid-not-string"),
         pytest.param(review({"object": None}), "request.object is missing", id="no-object"),
         pytest.param(review({"kind": "Pod"}), "request.kind must be an object", id="kind-string"),
+        pytest.param(review({"object": 5}), "request.object must be an object", id="object-number"),
+        pytest.param(
+            review({"object": {"metadata": "web", "spec": {}}}),
+            "request.object.metadata must be an object",
+            id="metadata-string",
+        ),
+        pytest.param(
+            review({"operation": "DELETE", "oldObject": []}),
+            "request.oldObject must be an object",
+            id="old-object-list",
+        ),
+        pytest.param(
+            b'{"a":' + b"[" * 5000 + b"]" * 5000 + b"}", "nested too deeply", id="nested-deep"
+        ),
         pytest.param(review({"operation": 1}), "request.operation", id="operation-int"),
         pytest.param(review({"dryRun": "yes"}), "request.dryRun must be a boolean", id="dryrun"),
         pytest.param(
