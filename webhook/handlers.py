@@ -114,16 +114,18 @@ async def metrics(request: web.Request) -> web.Response:
 async def _answer(request: web.Request, endpoint: str, step: Step) -> web.Response:
     app_metrics = request.app[METRICS]
     started = time.perf_counter()
-    app_metrics.in_flight.inc()
+    app_metrics.reviews_in_flight += 1
     try:
-        return await _review(request, endpoint, step, started)
+        return await _review(request, endpoint, step, started, app_metrics)
     finally:
-        app_metrics.in_flight.dec()
+        app_metrics.reviews_in_flight -= 1
         app_metrics.time_review(endpoint, time.perf_counter() - started)
 
 
-async def _review(request: web.Request, endpoint: str, step: Step, started: float) -> web.Response:
-    app_metrics = request.app[METRICS]
+async def _review(
+    request: web.Request, endpoint: str, step: Step, started: float, app_metrics: Metrics
+) -> web.Response:
+    ctx = request.app[CONTEXT]
     try:
         body = await _read_body(request)
         req = review.parse_review(body)
@@ -137,7 +139,7 @@ async def _review(request: web.Request, endpoint: str, step: Step, started: floa
     operation = req.operation if req.operation in OPERATIONS else "other"
     outcome: str
     try:
-        decision = await step(req, request.app[CONTEXT])
+        decision = await step(req, ctx)
         outcome = decision.outcome
     except ReviewError as exc:  # a malformed pod, found where its parts are first read
         return _malformed(request, endpoint, exc)
@@ -169,7 +171,7 @@ async def _review(request: web.Request, endpoint: str, step: Step, started: floa
         answer = review.allow(req.uid, decision.patch, decision.warnings, decision.encoded_patch)
     app_metrics.count_review(endpoint, operation, outcome)
     logs.audit(endpoint, req, decision, time.perf_counter() - started, outcome=outcome)
-    _report_unsaved_spcs(request.app[CONTEXT], req, decision)
+    _report_unsaved_spcs(ctx, req, decision)
     return web.Response(body=review.encode(answer), content_type=JSON)
 
 
@@ -205,11 +207,12 @@ async def _read_body(request: web.Request) -> bytes:
         raise ReviewError(
             f"Content-Type must be {JSON} (an AdmissionReview), got {request.content_type}", 415
         )
-    limit = request.app[SETTINGS].max_body_bytes
+    settings = request.app[SETTINGS]
+    limit = settings.max_body_bytes
     length = request.content_length
     if length is not None and length > limit:
         raise ReviewError(_too_large(length, limit), 413)
-    deadline = request.app[SETTINGS].listen.body_timeout_seconds
+    deadline = settings.listen.body_timeout_seconds
     try:
         if request.content.is_eof():  # all of it came with the headers: nothing to wait for
             return await request.read()

@@ -20,7 +20,6 @@ import asyncio
 import contextlib
 import functools
 import logging
-import math
 import sys
 import threading
 import time
@@ -81,13 +80,10 @@ def _timestamp(created: float) -> str:
     """`2026-11-28T22:18:53.123Z` (UTC, milliseconds); the date and time of day are
     formatted once a second, since every review writes a line (datetime costs ~7 us)."""
     global _second
-    fraction, whole = math.modf(created)  # rounded as datetime.fromtimestamp rounds
-    micros = round(fraction * 1_000_000)
-    seconds = int(whole) + micros // 1_000_000
-    micros %= 1_000_000
+    seconds, millis = divmod(round(created * 1000), 1000)  # to the nearest millisecond
     if _second[0] != seconds:
         _second = (seconds, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)))
-    return f"{_second[1]}.{micros // 1000:03d}Z"
+    return f"{_second[1]}.{millis:03d}Z"
 
 
 class TextFormatter(logging.Formatter):

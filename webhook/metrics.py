@@ -65,11 +65,14 @@ class Metrics:
             buckets=REVIEW_BUCKETS,
             registry=r,
         )
-        self.in_flight = Gauge(
+        # Reviews being answered now: a plain count kept by the handler, read at each
+        # scrape (Gauge.inc/dec take a lock twice per review; the event loop is one thread).
+        self.reviews_in_flight = 0
+        Gauge(
             "secret_injector_reviews_in_flight",
             "Admission reviews being answered now.",
             registry=r,
-        )
+        ).set_function(lambda: self.reviews_in_flight)
         self.violations = Counter(
             "secret_injector_policy_violations",
             "Policy violations found, by rule and action (deny, warn).",

@@ -44,15 +44,24 @@ class _Object(msgspec.Struct):
     spec: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET  # as sent: decoded on first use
 
 
+class _Kind(msgspec.Struct):
+    group: Any = None
+    kind: Any = None
+
+
+class _UserInfo(msgspec.Struct):
+    username: Any = None  # groups and extra are not read
+
+
 class _Request(msgspec.Struct, rename="camel"):
     uid: Any = None
     operation: Any = None
-    kind: Any = None
+    kind: _Kind | None = None
     namespace: Any = None
     name: Any = None
     sub_resource: Any = None
     dry_run: Any = False
-    user_info: Any = None
+    user_info: _UserInfo | None = None
     object: _Object | None = None
     old_object: _Object | None = None
 
@@ -152,15 +161,15 @@ def parse_review(body: bytes) -> AdmissionRequest:
     if not isinstance(uid, str) or not uid:
         raise ReviewError("request.uid is missing or not a string")
     operation = _string(request.operation, "request.operation", required=True)
-    kind_obj = _mapping(request.kind, "request.kind")
-    kind = _string(kind_obj.get("kind"), "request.kind.kind", required=True)
-    group = _string(kind_obj.get("group"), "request.kind.group")
+    kind_obj = request.kind or _Kind()
+    kind = _string(kind_obj.kind, "request.kind.kind", required=True)
+    group = _string(kind_obj.group, "request.kind.group")
     sub_resource = _string(request.sub_resource, "request.subResource")
     dry_run = request.dry_run
     if not isinstance(dry_run, bool):
         raise ReviewError("request.dryRun must be a boolean")
-    user_info = _mapping(request.user_info, "request.userInfo")
-    user = _string(user_info.get("username"), "request.userInfo.username")
+    user_info = request.user_info or _UserInfo()
+    user = _string(user_info.username, "request.userInfo.username")
 
     obj = request.object
     metadata = _NO_METADATA
@@ -312,14 +321,6 @@ def _owner(value: Any) -> str | None:
         return None
     kind, name = value[0].get("kind"), value[0].get("name")
     return f"{kind}/{name}" if isinstance(kind, str) and isinstance(name, str) else None
-
-
-def _mapping(value: Any, where: str) -> Mapping[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise ReviewError(f"{where} must be an object")
-    return value
 
 
 def _string(value: Any, where: str, *, required: bool = False) -> str:
