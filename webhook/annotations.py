@@ -141,7 +141,9 @@ def ignored_keys(annotations: Mapping[str, str], settings: Settings) -> list[str
     prefix = settings.prefix
     if prefix + INJECT in annotations:
         return []
-    return sorted(key for key in annotations if key.startswith(prefix) and key != prefix + STATUS)
+    status = prefix + STATUS
+    ignored = [key for key in annotations if key.startswith(prefix) and key != status]
+    return sorted(ignored) if ignored else ignored
 
 
 def check_injected(annotations: Mapping[str, str], settings: Settings) -> None:

@@ -29,14 +29,16 @@ RawPod = dict[str, Any]
 PatchOp = dict[str, Any]
 
 
-# The wire shape of what we read. Fields are `Any` so that the checks below give their own
-# messages; a Struct where a JSON object is needed to skip what is inside it unread.
+# The wire shape of what we read. Fields are mostly `Any` so that the checks below give
+# their own messages; a Struct where a JSON object is needed to skip what is inside it
+# unread. A type error is a msgspec.ValidationError, turned into our message by
+# _schema_error.
 class _Metadata(msgspec.Struct, rename="camel"):
-    name: Any = msgspec.UNSET
-    generate_name: Any = msgspec.UNSET
-    namespace: Any = msgspec.UNSET
-    annotations: Any = msgspec.UNSET
-    owner_references: Any = msgspec.UNSET
+    name: Any = None
+    generate_name: Any = None
+    namespace: Any = None
+    annotations: dict[str, str] | None = None
+    owner_references: Any = None
 
 
 class _Object(msgspec.Struct):
@@ -136,7 +138,7 @@ class AdmissionRequest:
     @property
     def owner_references(self) -> Any:
         """The Pod's metadata.ownerReferences as sent (unchecked), None when absent."""
-        return _given(self.read_metadata.owner_references)
+        return self.read_metadata.owner_references
 
 
 def parse_review(body: bytes) -> AdmissionRequest:
@@ -144,7 +146,7 @@ def parse_review(body: bytes) -> AdmissionRequest:
     try:
         review = _DECODER.decode(body)
     except msgspec.ValidationError as exc:  # an object where our Structs need one
-        raise ReviewError(_not_an_object(str(exc))) from None
+        raise ReviewError(_schema_error(str(exc))) from None
     except msgspec.DecodeError as exc:
         raise ReviewError(f"request body is not JSON: {exc}") from None
     except RecursionError:
@@ -185,11 +187,11 @@ def parse_review(body: bytes) -> AdmissionRequest:
                 raise ReviewError("request.object.spec is missing or not an object")
     elif operation == "DELETE" and request.old_object is not None:
         described = request.old_object.metadata or _NO_METADATA  # a DELETE's is in oldObject
-    annotations = _annotations(_given(metadata.annotations))
-    namespace = request.namespace or _given(metadata.namespace) or "default"
+    annotations = metadata.annotations or {}
+    namespace = request.namespace or metadata.namespace or "default"
     if not isinstance(namespace, str):
         raise ReviewError("request.namespace must be a string")
-    name = _given(described.name) or _given(described.generate_name) or request.name or ""
+    name = described.name or described.generate_name or request.name or ""
     if not isinstance(name, str):
         raise ReviewError("request.object.metadata.name must be a string")
     return AdmissionRequest(
@@ -203,7 +205,7 @@ def parse_review(body: bytes) -> AdmissionRequest:
         dry_run=dry_run,
         user=user,
         annotations=annotations,
-        owner=_owner(_given(described.owner_references)),
+        owner=_owner(described.owner_references),
         spec_json=spec_json,
         read_metadata=metadata,
     )
@@ -281,39 +283,24 @@ def check_pod_shape(pod: RawPod) -> None:
         raise ReviewError("request.object.spec.containers must be a list of objects")
 
 
-def _annotations(value: Any) -> Mapping[str, str]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
-    ):
-        raise ReviewError("request.object.metadata.annotations must map strings to strings")
-    return value
-
-
-def _given(value: Any) -> Any:
-    """A field's value, None when the body did not have it."""
-    return None if value is msgspec.UNSET else value
-
-
 def _as_read(metadata: _Metadata) -> dict[str, Any]:
     """The metadata fields the body had, as a dict (what a raw pod's metadata holds)."""
     names = zip(metadata.__struct_fields__, metadata.__struct_encode_fields__, strict=True)
-    return {
-        wire: value
-        for name, wire in names
-        if (value := getattr(metadata, name)) is not msgspec.UNSET
-    }
+    return {wire: value for name, wire in names if (value := getattr(metadata, name)) is not None}
 
 
-def _not_an_object(message: str) -> str:
-    """Our message for a msgspec type error: our Structs only ever require an object."""
-    path = _ERROR_PATH.search(message)
+def _schema_error(message: str) -> str:
+    """Our message for a msgspec type error ("Expected `object | null`, got `int` - at
+    `$.request.object`"): the Structs above only require objects, and string annotations."""
+    found = _ERROR_PATH.search(message)
+    path = found.group(1).split("[", 1)[0] if found else ""
+    if path.endswith(".annotations"):
+        return f"{path} must map strings to strings"
     if not message.startswith("Expected `object"):
         return f"request body is not an AdmissionReview: {message}"
-    if path is None:
+    if not path:
         return "request body must be a JSON object (an AdmissionReview)"
-    return f"{path.group(1)} must be an object"
+    return f"{path} must be an object"
 
 
 def _owner(value: Any) -> str | None:
