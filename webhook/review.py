@@ -114,8 +114,10 @@ class AdmissionRequest(msgspec.Struct, frozen=True, kw_only=True):
     @property
     def pod(self) -> RawPod | None:
         """The Pod being created or updated (its metadata as read, its spec decoded here
-        on first use), None for any other request; raises ReviewError (HTTP 400) when the
-        spec is not JSON that Python can hold (nested too deeply, a number too large)."""
+        on first use), None for any other request; raises ReviewError (HTTP 400) when
+        orjson cannot decode the spec (a string that is not UTF-8, a number beyond a
+        double, nesting deeper than 1,024): the decoder that skipped it only checked its
+        structure."""
         if not self.spec_json:
             return None
         if not self._decoded:
@@ -143,7 +145,7 @@ def parse_review(body: bytes) -> AdmissionRequest:
     """Parse the raw request body; raises ReviewError (HTTP 400) naming what is wrong."""
     try:
         review = _DECODER.decode(body)
-    except msgspec.ValidationError as exc:  # an object where our Structs need one
+    except msgspec.ValidationError as exc:  # not an object where a Struct is, annotations
         raise ReviewError(_schema_error(str(exc))) from None
     except msgspec.DecodeError as exc:
         raise ReviewError(f"request body is not JSON: {exc}") from None

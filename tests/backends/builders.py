@@ -11,6 +11,7 @@ from typing import Any
 import hvac
 import orjson
 
+from tests.conftest import make_pod, make_review
 from tests.servers import BaoServer
 from webhook.metrics import Metrics
 from webhook.refs import Injection, PodInjection, SecretRef
@@ -60,21 +61,8 @@ def pod_with(*injections: Injection, aws_region: str | None = None) -> PodInject
 
 
 def admission_request(namespace: str = "prod") -> AdmissionRequest:
-    review = {
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": "11111111-2222-3333-4444-555555555555",
-            "operation": "CREATE",
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "namespace": namespace,
-            "userInfo": {"username": "alice"},
-            "object": {
-                "metadata": {"name": "web", "namespace": namespace},
-                "spec": {"containers": [{"name": "app", "image": "app:1"}]},
-            },
-        },
-    }
+    pod = make_pod(name="web", namespace=namespace)
+    review = make_review(pod, uid="11111111-2222-3333-4444-555555555555", user="alice")
     return parse_review(orjson.dumps(review))
 
 
