@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import base64
+import json
 from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from tests.conftest import make_pod, make_review
+from tests.reliability.conftest import fuzz_settings
+from tests.reliability.strategies import wrecked
 from webhook.errors import PolicyError, ReviewError
 from webhook.review import allow, check_pod_shape, deny, encode_patch, parse_review
 
@@ -81,6 +87,46 @@ def test_parse_review_reads_one_spec_when_the_body_repeats_the_key() -> None:
     assert req.spec_json == orjson.dumps(last)
     assert req.pod is not None and req.pod["spec"] == last
     assert req.service_account == "web"
+
+
+OPTED_IN_REVIEW = make_review(
+    make_pod(
+        {"secret-injector.io/inject": "true", "secret-injector.io/file.db": "vault:a/b#c"},
+        containers=[{"name": "app", "image": "app:1", "env": [{"name": "A", "value": "b"}]}],
+        namespace="team-a",
+    ),
+    uid="u-1",
+)
+
+
+@fuzz_settings(300)
+@given(st.data())
+def test_parse_review_reads_what_a_plain_reading_of_the_json_reads(data: st.DataObject) -> None:
+    """The Structs read the same values as `orjson.loads` and plain lookups would, on a
+    review damaged anywhere (fields removed, of the wrong type, replaced by any JSON); or
+    the review is refused with a ReviewError, never another exception."""
+    doc = data.draw(wrecked(OPTED_IN_REVIEW))
+    try:
+        req = parse_review(json.dumps(doc).encode())  # any int, beyond 64 bits too
+    except ReviewError:
+        return
+    request = doc["request"]
+    assert (req.uid, req.operation) == (request["uid"], request["operation"])
+    assert (req.kind, req.dry_run) == (request["kind"]["kind"], request.get("dryRun", False))
+    if req.operation not in ("CREATE", "UPDATE"):
+        return
+    obj = request["object"]
+    metadata = obj.get("metadata") or {}
+    assert req.annotations == (metadata.get("annotations") or {})
+    assert req.namespace == (request.get("namespace") or metadata.get("namespace") or "default")
+    if req.spec_json:
+        assert req.pod == {
+            "metadata": {k: v for k, v in metadata.items() if k in _READ and v is not None},
+            "spec": obj["spec"],
+        }
+
+
+_READ = {"name", "generateName", "namespace", "annotations", "ownerReferences"}
 
 
 @pytest.mark.parametrize(
