@@ -5,7 +5,7 @@ not read is skipped by the decoder without building Python objects for it, above
 `metadata.managedFields` and `status`, and the Pod's spec is kept as the raw JSON the API
 server sent. The spec is decoded on first use (`AdmissionRequest.pod`): a pod that is not
 opted in, and every pod of a template already decided (webhook/decisions.py keys on the
-raw spec), never pays for it. A typical review decodes in 9 µs instead of 32 (orjson into
+raw spec), never pays for it. A typical review decodes in ~8 µs instead of 32 (orjson into
 dicts); README "Performance" has the figures.
 """
 
@@ -75,6 +75,8 @@ class _Review(msgspec.Struct, frozen=True, rename="camel"):
 
 _DECODER = msgspec.json.Decoder(_Review)
 _NO_METADATA = _Metadata()
+_NO_KIND = _Kind()
+_NO_USER = _UserInfo()
 # Where a msgspec type error points ("... - at `$.request.object`"); no path: the top.
 _ERROR_PATH = re.compile(r" - at `\$\.?([^`]*)`$")
 
@@ -82,8 +84,8 @@ _ERROR_PATH = re.compile(r" - at `\$\.?([^`]*)`$")
 class AdmissionRequest(msgspec.Struct, frozen=True, kw_only=True):
     """What the pipeline reads of a review. The Pod's spec is kept as sent (`spec_json`)
     and decoded on first use (`pod`), so that it is patched untouched and only read when
-    a step needs it. A frozen msgspec Struct: built in C, 10 times faster than a frozen
-    dataclass (every review builds one)."""
+    a step needs it. A frozen msgspec Struct: built in C (0.2 µs, against 1.7 µs for a
+    frozen dataclass; every review builds one)."""
 
     uid: str
     operation: str  # CREATE | UPDATE | DELETE | CONNECT
@@ -163,14 +165,14 @@ def parse_review(body: bytes) -> AdmissionRequest:
     if not isinstance(uid, str) or not uid:
         raise ReviewError("request.uid is missing or not a string")
     operation = _string(request.operation, "request.operation", required=True)
-    kind_obj = request.kind or _Kind()
+    kind_obj = request.kind or _NO_KIND
     kind = _string(kind_obj.kind, "request.kind.kind", required=True)
     group = _string(kind_obj.group, "request.kind.group")
     sub_resource = _string(request.sub_resource, "request.subResource")
     dry_run = request.dry_run
     if not isinstance(dry_run, bool):
         raise ReviewError("request.dryRun must be a boolean")
-    user_info = request.user_info or _UserInfo()
+    user_info = request.user_info or _NO_USER
     user = _string(user_info.username, "request.userInfo.username")
 
     obj = request.object
