@@ -49,6 +49,21 @@ def test_logs_json_line_has_the_record_and_its_fields(log_stream: io.StringIO) -
 
 
 @pytest.mark.parametrize(
+    ("created", "shown"),
+    [
+        pytest.param(1764387600.0, "2025-11-29T03:40:00.000Z", id="whole-second"),
+        pytest.param(1764387600.1234, "2025-11-29T03:40:00.123Z", id="milliseconds"),
+        pytest.param(1764387600.0006, "2025-11-29T03:40:00.001Z", id="rounded-up"),
+        pytest.param(1764387659.9996, "2025-11-29T03:41:00.000Z", id="into-the-next-minute"),
+    ],
+)
+def test_logs_time_is_utc_to_the_nearest_millisecond(created: float, shown: str) -> None:
+    record = logging.LogRecord("secret_injector.test", logging.INFO, "", 0, "m", None, None)
+    record.created = created
+    assert json.loads(logs.JsonFormatter().format(record))["time"] == shown
+
+
+@pytest.mark.parametrize(
     ("level", "written"),
     [
         pytest.param("debug", ["debug", "info", "warning", "error"], id="debug"),
